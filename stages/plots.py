@@ -1,0 +1,97 @@
+"""Stage plots: overlay every strategy's training curves and compare their per-class accuracy."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from weldnet.config import DataError, run_stage  # noqa: E402
+
+
+def read_curve(live: Path, strategy: str, metric: str) -> pd.DataFrame | None:
+    """The first seed's dvclive series of ``metric`` for a strategy, or None if it was not logged."""
+    seeds = sorted((live / strategy).glob("seed-*"))
+    if not seeds:
+        return None
+    path = seeds[0] / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, sep="\t")
+    return frame[["step", frame.columns[-1]]].rename(columns={frame.columns[-1]: "value"})
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average, so a step's value uses only earlier steps."""
+    if len(values) == 0:
+        return values
+    kernel = np.ones(min(window, len(values)))
+    sums = np.convolve(values, kernel)[: len(values)]
+    counts = np.convolve(np.ones(len(values)), kernel)[: len(values)]
+    return sums / counts
+
+
+def training_curves(live: Path, strategies: list[str], out: Path) -> None:
+    panels = [("train/loss", "training loss (moving average)"),
+              ("val/cross_entropy", "validation cross entropy"),
+              ("val/per_class_accuracy", "validation per-class accuracy")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2))
+    for ax, (metric, title) in zip(axes, panels):
+        for name in strategies:
+            curve = read_curve(live, name, metric)
+            if curve is None:
+                continue
+            values = curve["value"].to_numpy(dtype=float)
+            if metric == "train/loss":
+                values = smooth(values, 20)
+            ax.plot(curve["step"], values, label=name, marker=None if metric == "train/loss" else "o", ms=3)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[-1].axhline(0.5, color="grey", ls=":", lw=1)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def per_class_accuracy_chart(results: dict, out_png: Path, out_csv: Path) -> None:
+    names = list(results)
+    mean = np.array([results[n]["per_class_accuracy"] for n in names])
+    ci = np.array([results[n].get("per_class_accuracy_ci", [m, m]) for n, m in zip(names, mean)])
+    pd.DataFrame({"strategy": names, "per_class_accuracy": mean, "ci_low": ci[:, 0], "ci_high": ci[:, 1]}
+                 ).to_csv(out_csv, index=False)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.5))
+    colours = ["tab:red" if results[n]["collapsed"] else "tab:blue" for n in names]
+    ax.barh(names, mean, xerr=[mean - ci[:, 0], ci[:, 1] - mean], color=colours, capsize=3)
+    ax.axvline(0.5, color="grey", ls=":", lw=1)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("test per-class accuracy (95% bootstrap interval); red: collapsed to a constant")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--evaluate", required=True, type=Path)
+    parser.add_argument("--live", required=True, type=Path, help="folder of per-strategy dvclive folders")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+    if not args.evaluate.exists():
+        raise DataError(f"{args.evaluate} not found; run the evaluate stage first")
+    results = json.loads(args.evaluate.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    training_curves(args.live, list(results), args.out / "training_curves.png")
+    per_class_accuracy_chart(results, args.out / "per_class_accuracy.png", args.out / "per_class_accuracy.csv")
+
+
+if __name__ == "__main__":
+    run_stage(main)

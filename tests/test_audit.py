@@ -1,0 +1,299 @@
+"""The label audit: Wilson interval, lazy bound, review sheet, confident learning, and one tiny end-to-end run."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from weldnet.audit import (
+    AuditParams, RateEstimate, confident_learning, draw_review_sample, drop_suspects, label_stats,
+    lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
+    task_class_probs, wilson_interval,
+)
+from weldnet.config import DataError, ParamError, build
+from weldnet.flags import FLAGS
+from weldnet.tasks import TaskSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAMP = TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]})
+CLAMP_3WAY = TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"],
+                                         "not_enough": ["Photo Does Not Show Enough Of Clamps", "Unsuitable Photo"]})
+
+
+def flag_table(rows: list[list[str]]) -> pd.DataFrame:
+    return pd.DataFrame([[int(f in row) for f in FLAGS] for row in rows], columns=list(FLAGS))
+
+
+# ------------------------------------------------------------------ Wilson interval
+
+def test_wilson_interval_matches_hand_computed_values():
+    # 0/10: the classic "rule of three"-like upper bound z^2 / (n + z^2) = 0.2775
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(3.8414588 / 13.8414588, abs=1e-6)
+    # 12/50 (the report's clamp sample): centre 0.258551, half-width 0.115576
+    # (statsmodels proportion_confint(12, 50, method="wilson") gives 0.14298, 0.37413)
+    low, high = wilson_interval(12, 50)
+    assert (low, high) == (pytest.approx(0.142975, abs=1e-5), pytest.approx(0.374127, abs=1e-5))
+    low, high = wilson_interval(50, 50)
+    assert high == 1.0 and low == pytest.approx(1 - 3.8414588 / 53.8414588, abs=1e-6)
+
+
+def test_wilson_interval_rejects_an_empty_sample():
+    with pytest.raises(ValueError, match="n > 0"):
+        wilson_interval(0, 0)
+
+
+# ------------------------------------------------------------------ lazy-classifier bound
+
+@pytest.mark.parametrize("estimate, low, high, learnable, straddles", [
+    (0.05, 0.03, 0.08, True, False),    # clearly under the bound 1 - 0.9 = 0.1
+    (0.20, 0.15, 0.25, False, False),   # clearly over it
+    (0.09, 0.06, 0.13, True, True),     # under, but the interval reaches past the bound
+    (0.12, 0.08, 0.16, False, True),    # over, but the interval reaches below it
+])
+def test_lazy_bound_verdict(estimate, low, high, learnable, straddles):
+    verdict = lazy_bound_verdict(RateEstimate(estimate, low, high, "x"), k=0.9)
+    assert verdict.bound == pytest.approx(0.1)
+    assert verdict.learnable is learnable
+    assert verdict.straddles_bound is straddles
+
+
+def test_lazy_bound_without_an_estimate_says_unknown():
+    verdict = lazy_bound_verdict(RateEstimate(None, None, None, "not_estimable"), k=0.8)
+    assert verdict.learnable is None and not verdict.straddles_bound
+
+
+# ------------------------------------------------------------------ review sheet
+
+def test_review_estimate_reproduces_the_reports_clamp_figure():
+    # Report 5.2.5: 8 unsuitable + 4 no-clamp photos among 50 flagless ones, 43% flagless
+    verdicts = ["Unsuitable Photo"] * 8 + ["no clamp used"] * 4 + ["No Ground Sheet"] * 10 + ["ok"] * 28
+    verdicts += ["", None]              # not reviewed: left out
+    reviewed, wrong = review_counts(verdicts, CLAMP_3WAY)
+    assert (reviewed, wrong) == (50, 12)
+    rate = review_estimate(reviewed, wrong, flagless_share=0.43)
+    assert rate.estimate == pytest.approx(0.1032)
+    assert rate.ci_low == pytest.approx(0.43 * 0.142975, abs=1e-5)
+    assert rate.ci_high == pytest.approx(0.43 * 0.374127, abs=1e-5)
+    assert rate.method == "review_sheet"
+    # the two-class clamp task only counts the photos that should say No Clamp Used
+    assert review_counts(verdicts, CLAMP) == (50, 4)
+
+
+def test_flawed_verdict_counts_for_every_task_and_unknown_flags_are_refused():
+    assert review_counts(["flawed", "OK", "flawed"], CLAMP) == (3, 2)
+    assert parse_verdict(" Flawed ") == ("flawed", frozenset())
+    with pytest.raises(DataError, match="unknown flag 'No Clamps'"):
+        review_counts(["No Clamps"], CLAMP)
+
+
+def test_review_sample_is_seeded_and_drawn_from_the_given_photos():
+    photos = [f"p{i}" for i in range(100)]
+    first = draw_review_sample(photos, 10, np.random.default_rng([0, 0]))
+    assert first == draw_review_sample(photos, 10, np.random.default_rng([0, 0]))
+    assert len(set(first)) == 10 and set(first) <= set(photos)
+    assert first != draw_review_sample(photos, 10, np.random.default_rng([1, 0]))
+    assert sorted(draw_review_sample(photos[:3], 10, np.random.default_rng(0))) == photos[:3]
+
+
+# ------------------------------------------------------------------ statistics and class probabilities
+
+def test_label_stats_counts_flags_flagless_photos_and_pairs():
+    flags = flag_table([["No Clamp Used", "No Ground Sheet"], ["No Ground Sheet"], [], []])
+    stats = label_stats(flags, "redbox")
+    assert stats["n"] == 4 and stats["flagless"] == 2 and stats["flagless_share"] == 0.5
+    assert stats["flags"]["No Ground Sheet"] == 2 and stats["flags"]["Other"] == 0
+    assert stats["cooccurrence"]["No Clamp Used & No Ground Sheet"] == 1
+    # pairs only among flags the rig records (Table 1): Redbox never records "Soil Contamination Risk"
+    assert not any("Soil Contamination Risk" == key.split(" & ")[0] for key in stats["cooccurrence"])
+    assert set(label_stats(flags.iloc[:0], "redbox")["cooccurrence"]) == set(stats["cooccurrence"])
+
+
+def test_task_class_probs_follow_the_first_matching_class_rule():
+    names = ["No Clamp Used", "Photo Does Not Show Enough Of Clamps"]
+    flag_probs = np.array([[0.5, 0.5], [0.0, 1.0]])
+    probs = task_class_probs(flag_probs, names, CLAMP_3WAY, {"Unsuitable Photo": 0.0})
+    # P(no_clamp) = 0.5; P(not_enough) = 0.5 * 0.5; P(default) = 0.25
+    assert probs[0] == pytest.approx([0.25, 0.5, 0.25], abs=1e-5)
+    assert probs[1] == pytest.approx([0.0, 0.0, 1.0], abs=1e-5)
+
+
+# ------------------------------------------------------------------ confident learning
+
+def noisy_binary_problem(n: int, minority: float, hidden: float, seed: int):
+    """True labels, out-of-fold-like probabilities of a good model, and labels with a share of
+    the minority class recorded as the majority (the Redbox failure)."""
+    rng = np.random.default_rng(seed)
+    true = (rng.random(n) < minority).astype(int)
+    score = np.clip(np.where(true == 1, rng.beta(6, 2, n), rng.beta(2, 6, n)), 1e-3, 1 - 1e-3)
+    recorded = true.copy()
+    flip = (true == 1) & (rng.random(n) < hidden)
+    recorded[flip] = 0
+    return true, recorded, np.column_stack([1 - score, score])
+
+
+def test_weak_model_does_not_inflate_the_estimate():
+    # a model that barely separates the classes, on clean labels: cleanlab's calibrated
+    # joint counts its doubts as label errors, the issue count far less
+    true, recorded, _ = noisy_binary_problem(3000, minority=0.1, hidden=0.0, seed=2)
+    rng = np.random.default_rng(5)
+    score = np.clip(0.15 + 0.2 * true + rng.normal(0, 0.15, len(true)), 0.01, 0.99)
+    result = confident_learning(recorded, np.column_stack([1 - score, score]), 0, rng)
+    assert result.joint_estimate > 0.10
+    assert result.rate.estimate < result.joint_estimate / 3
+
+
+@pytest.mark.parametrize("hidden", [0.0, 0.3])
+def test_confident_learning_recovers_injected_noise(hidden):
+    true, recorded, probs = noisy_binary_problem(4000, minority=0.15, hidden=hidden, seed=1)
+    actual = np.mean(true != recorded)
+    result = confident_learning(recorded, probs, n_bootstrap=100, rng=np.random.default_rng(0))
+    assert abs(result.rate.estimate - actual) < 0.015
+    assert result.rate.ci_low <= result.rate.estimate <= result.rate.ci_high
+    # noise matrix columns are P(recorded | true): they sum to 1, and the hidden share shows
+    assert result.noise_matrix.sum(axis=0) == pytest.approx([1, 1])
+    assert result.noise_matrix[0, 1] == pytest.approx(hidden, abs=0.06)
+    if hidden:
+        hits = np.isin(result.issues, np.flatnonzero(true != recorded)).mean()
+        assert hits > 0.7, "most suspects should be truly mislabelled"
+        assert np.mean(result.suggested == 1) > 0.8, "the injected errors hide the minority class"
+
+
+def test_suspects_list_is_as_long_as_the_estimated_count():
+    _, recorded, probs = noisy_binary_problem(2000, minority=0.2, hidden=0.25, seed=3)
+    result = confident_learning(recorded, probs, n_bootstrap=0, rng=np.random.default_rng(0))
+    assert len(result.issues) == round(result.rate.estimate * len(recorded)) > 0
+    assert 1 - np.trace(result.joint) == pytest.approx(result.rate.estimate)
+    assert result.rate.ci_low is None          # no bootstrap, no interval
+    self_confidence = probs[result.issues, recorded[result.issues]]
+    assert np.all(np.diff(self_confidence) >= 0), "most suspect (least confident) first"
+
+
+def test_drop_suspects_removes_only_the_chosen_photos():
+    manifest = pd.DataFrame({"image": ["a", "b", "c", "d"], "rig": ["redbox"] * 3 + ["bluebox"]})
+    suspects = pd.DataFrame({"task": ["t1", "t2", "t1"], "rig": ["redbox", "redbox", "bluebox"],
+                             "image": ["b", "c", "d"]})
+    assert drop_suspects(manifest, suspects)["image"].tolist() == ["a"]
+    assert drop_suspects(manifest, suspects, tasks=["t1"])["image"].tolist() == ["a", "c"]
+    assert drop_suspects(manifest, suspects, rigs=["redbox"])["image"].tolist() == ["a", "d"]
+
+
+# ------------------------------------------------------------------ params
+
+def test_audit_params_reject_out_of_range_values_in_one_line():
+    with pytest.raises(ParamError, match=r"audit.folds = 1 is out of range"):
+        build(AuditParams, {"folds": 1}, "audit")
+    with pytest.raises(ParamError, match="unknown key 'fold'"):
+        build(AuditParams, {"fold": 3}, "audit")
+    assert build(AuditParams, {"review_sheet": None}, "audit").review_sheet is None
+
+
+# ------------------------------------------------------------------ end to end
+
+TASKS = {
+    "ground_sheet": {"default": "ground_sheet", "classes": {"no_ground_sheet": ["No Ground Sheet"]}},
+    "clamp_detection": {"default": "clamp_detected", "classes": {"no_clamp": ["No Clamp Used"]}},
+}
+AUDIT_TINY = {"thumb_size": 32, "folds": 3, "epochs": 15, "batch_size": 16, "width": 8, "min_flag_count": 8,
+              "min_class_count": 8, "min_auc": 0.6, "bootstrap": 50, "review_size": 6,
+              "sheet_thumb": 48, "suspects_sheet": 5, "workers": 1}
+
+
+STAGE_ARGS = ["--manifest", "manifest.csv", "--export", "export", "--metrics", "m/audit.json",
+              "--stats", "m/label_stats.json", "--cross-rig", "m/cross_rig.json", "--out", "audit", "--plots", "plots"]
+
+
+def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> dict[float, Path]:
+    """Two tiny exports of the same photos: Redbox labels clean, and with 60% of flawed photos
+    recorded flagless (the generator's noise); the clean one takes its labels from the truth file."""
+    from stages.generate import GenerateSpec, RigCounts, RigShares, generate
+
+    base = tmp_path_factory.mktemp("audit")
+    noisy, clean = base / "noisy", base / "clean"
+    noisy.mkdir()
+    generate(GenerateSpec(size=RigCounts(redbox=160, bluebox=60), label_noise=RigShares(redbox=0.6, bluebox=0.0),
+                          workers=2), noisy / "export", noisy / "truth.csv")
+    shutil.copytree(noisy, clean)
+    truth = pd.read_csv(clean / "truth.csv", dtype=str, keep_default_na=False)
+    truth[["image", "rig", "flags"]].to_csv(clean / "export/labels.csv", index=False)
+    return {0.0: clean, 0.6: noisy}
+
+
+def run_audit(folder: Path, audit: dict, monkeypatch) -> dict:
+    """Ingest and audit ``folder``'s export in-process, with a params.yaml written there."""
+    from stages import audit as audit_stage, ingest as ingest_stage
+
+    params = {"ingest": {"workers": 1}, "tasks": TASKS, "audit": audit}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(folder)
+    if not (folder / "manifest.csv").is_file():
+        ingest_stage.main(["--export", "export", "--manifest", "manifest.csv", "--rejected", "rejected.csv",
+                           "--metrics", "ingest.json"])
+    audit_stage.main(STAGE_ARGS)
+    return json.loads((folder / "m/audit.json").read_text())
+
+
+def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch):
+    clean = run_audit(generated[0.0], AUDIT_TINY, monkeypatch)
+    noisy = run_audit(generated[0.6], AUDIT_TINY, monkeypatch)
+    for audit in (clean, noisy):
+        assert set(audit) == set(TASKS)
+        for task in audit.values():
+            assert set(task) == {"redbox", "bluebox"}
+            for entry in task.values():
+                assert {"majority_share", "mislabelled_rate", "learnable"} <= set(entry)
+                assert set(entry["mislabelled_rate"]) == {"estimate", "ci_low", "ci_high", "method"}
+    clean_rate = clean["ground_sheet"]["redbox"]["mislabelled_rate"]
+    noisy_rate = noisy["ground_sheet"]["redbox"]["mislabelled_rate"]
+    assert clean_rate["method"] == noisy_rate["method"] == "confident_learning"
+    assert noisy_rate["estimate"] > clean_rate["estimate"] + 0.05
+    # the other outputs a user opens
+    folder = generated[0.6]
+    sheet = pd.read_csv(folder / "audit/review_sheet.csv", keep_default_na=False)
+    assert list(sheet.columns) == ["rig", "number", "image", "verdict"] and (sheet["verdict"] == "").all()
+    assert (folder / "plots/review_redbox.png").is_file()
+    suspects = pd.read_csv(folder / "audit/suspects.csv")
+    assert (suspects.query("task == 'ground_sheet' and rig == 'redbox'").shape[0]
+            == noisy["ground_sheet"]["redbox"]["suspects"] > 0)
+    stats = json.loads((folder / "m/label_stats.json").read_text())
+    assert stats["redbox"]["n"] == 160 and stats["bluebox"]["n"] == 60
+
+
+def test_filled_review_sheet_becomes_the_headline_estimate(generated, monkeypatch):
+    folder = generated[0.6]
+    run_audit(folder, {**AUDIT_TINY, "epochs": 1}, monkeypatch)
+    sheet = pd.read_csv(folder / "audit/review_sheet.csv", keep_default_na=False)
+    sheet["verdict"] = np.where(np.arange(len(sheet)) % 3 == 0, "No Ground Sheet", "ok")
+    sheet.to_csv(folder / "filled.csv", index=False)
+    audit = run_audit(folder, {**AUDIT_TINY, "epochs": 1, "review_sheet": "filled.csv"}, monkeypatch)
+    stats = json.loads((folder / "m/label_stats.json").read_text())
+    for rig in ("redbox", "bluebox"):
+        rows = sheet[sheet["rig"] == rig]
+        entry = audit["ground_sheet"][rig]
+        assert entry["mislabelled_rate"]["method"] == "review_sheet"
+        expected = stats[rig]["flagless_share"] * (rows["verdict"] != "ok").sum() / len(rows)
+        assert entry["mislabelled_rate"]["estimate"] == pytest.approx(expected, abs=1e-4)
+        assert entry["review"]["reviewed"] == len(rows)
+    # clamp detection: none of the verdicts names its flag
+    assert audit["clamp_detection"]["redbox"]["mislabelled_rate"]["estimate"] == 0.0
+
+
+def test_audit_stage_refuses_a_bad_param_in_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tasks": TASKS, "audit": {"folds": 1}}))
+    done = run_module(["stages.audit", *STAGE_ARGS], tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "audit.folds = 1 is out of range; it must lie in [2, 20]" in lines[0]

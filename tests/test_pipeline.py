@@ -1,0 +1,139 @@
+"""End to end: `dvc repro` of a tiny configuration in a temporary copy of the repository."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "generate": {"size": {"redbox": 40, "bluebox": 150}, "workers": 1},
+    "ingest": {"workers": 1},
+    "preprocess": {"size": 64, "workers": 1},
+    "imbalance": {"ratio": 0.9},
+    "model": {"input_size": 32, "width": 4},
+    "train": {"epochs": 2, "batch_size": 16},
+    "evaluate": {"bootstrap": 50},
+    "pretrain": {"epochs": 1, "min_flag_count": 2},
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, repo / name)
+    for folder in ("stages", "weldnet"):
+        shutil.copytree(ROOT / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tiny = merge(params, TINY)
+    tiny["audit"] = merge(params.get("audit") or {}, AUDIT_TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+    run(["git", "init", "-q"], repo)
+    run([sys.executable, "-m", "dvc", "init", "-q"], repo)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    return repo
+
+
+AUDIT_TINY: dict = {}
+
+
+def test_repro_runs_every_stage_then_nothing(repo: Path):
+    first = run([sys.executable, "-m", "dvc", "repro"], repo)
+    for stage in ("generate", "ingest", "audit", "preprocess", "imbalance", "pretrain", "train@baseline",
+                  "train@threshold", "train@bayesian", "evaluate", "plots"):
+        assert f"Running stage '{stage}'" in first.stdout, stage
+
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert set(evaluate) == {"baseline", "threshold", "bayesian"}
+    for result in evaluate.values():
+        assert {"per_class_accuracy", "accuracy", "cross_entropy", "collapsed", "recall", "automation"} <= set(result)
+        assert set(result["recall"]) == {"clamp_detected", "no_clamp"}
+        assert 0.0 <= result["per_class_accuracy"] <= 1.0
+    ingest = json.loads((repo / "metrics/ingest.json").read_text())
+    assert ingest["images"]["bluebox"] == 150
+    audit = json.loads((repo / "metrics/audit.json").read_text())
+    assert set(audit["clamp_detection"]) == {"redbox", "bluebox"}
+    assert (repo / "plots/summary/training_curves.png").stat().st_size > 0
+    assert (repo / "dvclive/baseline/seed-0/plots/metrics/train/loss.tsv").exists()
+    assert "| threshold |" in (repo / "metrics/summary.md").read_text()
+
+    second = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage" not in second.stdout
+    assert "up to date" in second.stdout
+
+
+def test_exp_run_with_bayesian_loss_changes_what_it_should(repo: Path):
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "loss=bayesian"], repo)
+    assert "Running stage 'train@baseline'" in exp.stdout
+    assert "Running stage 'pretrain'" not in exp.stdout
+    diff = run([sys.executable, "-m", "dvc", "metrics", "diff"], repo)
+    assert "baseline.cross_entropy" in diff.stdout
+    assert "bayesian." not in diff.stdout  # it sets its own loss: same model, same metrics
+    config = json.loads((repo / "models/baseline/config.json").read_text())
+    assert config["loss"] == "bayesian"
+
+
+def test_a_killed_training_run_resumes_and_ends_with_the_same_model(repo: Path):
+    """Kill train mid-run once a checkpoint exists; the rerun resumes and yields the uninterrupted weights."""
+    import time
+
+    import torch
+
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["epochs"] = 40
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def train(tag: str) -> list[str]:
+        return [sys.executable, "-m", "stages.train", "--strategy", "baseline", "--split", "data/split.csv",
+                "--shards", "data/processed", "--out", f"out-{tag}", "--live", f"live-{tag}",
+                "--checkpoints", f"ckpt-{tag}", "--pretrained", "models/pretrain/redbox.pt"]
+
+    run(train("whole"), repo)
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen(train("killed"), cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    checkpoint = repo / "ckpt-killed" / "seed-0.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert checkpoint.exists()
+    epochs_done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert epochs_done < 40, "the run finished before it could be killed"
+    resumed = run(train("killed"), repo)
+    assert f"resuming from ckpt-killed/seed-0.pt after epoch" in resumed.stdout
+    whole = torch.load(repo / "out-whole/seed-0/model.pt", weights_only=True)
+    again = torch.load(repo / "out-killed/seed-0/model.pt", weights_only=True)
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    assert json.loads((repo / "out-whole/config.json").read_text())["seeds"] == \
+        json.loads((repo / "out-killed/config.json").read_text())["seeds"]
+    loss_whole = (repo / "live-whole/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
+    loss_again = (repo / "live-killed/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert loss_whole == loss_again  # the replayed log: every step once, same values

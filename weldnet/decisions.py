@@ -1,0 +1,85 @@
+"""The decision-rule axis: how a trained model's outputs become test predictions.
+
+A rule may fit one number on the validation split (never on test) and returns
+test-set class probabilities. Also here: the inspector's automation threshold,
+the report's Table 2 "Automation" column.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from weldnet.config import ParamError, check_choice, check_range
+from weldnet.losses import posthoc_logit_adjust, threshold_moving
+from weldnet.metrics import per_class_accuracy
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    tau_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0])
+
+    def validate(self, where: str) -> None:
+        if not self.tau_grid:
+            raise ParamError(f"{where}.tau_grid is empty; list the tau values to try, e.g. [0.5, 1.0, 2.0]")
+        for tau in self.tau_grid:
+            check_range(tau, f"{where}.tau_grid", 0.0)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+Decision = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, DecisionParams], tuple[np.ndarray, dict]]
+
+
+def _argmax(val_logits, val_y, test_logits, priors, params):
+    return softmax(test_logits), {}
+
+
+def _threshold_moving(val_logits, val_y, test_logits, priors, params):
+    """Divide the probabilities by the training priors and renormalise (report section 6.4.6)."""
+    return threshold_moving(softmax(test_logits), priors), {}
+
+
+def _posthoc_logit(val_logits, val_y, test_logits, priors, params):
+    """Subtract tau * log prior from the logits, with tau chosen for validation per-class accuracy."""
+    k = val_logits.shape[1]
+    scores = [per_class_accuracy(posthoc_logit_adjust(val_logits, priors, tau).argmax(1), val_y, k)
+              for tau in params.tau_grid]
+    tau = params.tau_grid[int(np.argmax(scores))]  # the first (smallest) tau among ties
+    return softmax(posthoc_logit_adjust(test_logits, priors, tau)), {"tau": float(tau)}
+
+
+DECISIONS: dict[str, Decision] = {"argmax": _argmax, "threshold_moving": _threshold_moving,
+                                  "posthoc_logit": _posthoc_logit}
+
+
+def apply_decision(name: str, val_logits: np.ndarray, val_y: np.ndarray, test_logits: np.ndarray,
+                   train_priors: np.ndarray, params: DecisionParams) -> tuple[np.ndarray, dict]:
+    check_choice(name, DECISIONS, "decision")
+    return DECISIONS[name](val_logits, val_y, test_logits, train_priors, params)
+
+
+def automation_threshold(flaw_score: np.ndarray, flawed: np.ndarray, target_recall: float) -> float:
+    """Largest threshold t such that flagging ``flaw_score >= t`` catches ``target_recall`` of flawed photos.
+
+    Photos scoring below t are cleared automatically. With no flawed photo every
+    photo can be cleared (t = inf).
+    """
+    flawed_scores = np.sort(flaw_score[flawed])[::-1]
+    if len(flawed_scores) == 0:
+        return math.inf
+    needed = max(1, math.ceil(target_recall * len(flawed_scores) - 1e-9))
+    return float(flawed_scores[needed - 1])
+
+
+def automation(flaw_score: np.ndarray, flawed: np.ndarray, threshold: float) -> tuple[float, float]:
+    """(share of photos cleared, recall on flawed photos) when photos scoring below ``threshold`` are cleared."""
+    flagged = flaw_score >= threshold
+    recall = float(flagged[flawed].mean()) if flawed.any() else float("nan")
+    return float((~flagged).mean()), recall

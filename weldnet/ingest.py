@@ -1,0 +1,328 @@
+"""Reading a user's label table and deciding which photos are accepted.
+
+Pure functions: they take the text of ``labels.csv``, the rows parsed from it,
+the photo checks done by the ingest stage and the list of files on disk, and
+return tables; the stage does all file I/O.
+
+The rules (also in the README, "Bad data"):
+
+* A row needs ``image``, ``rig`` and ``flags`` fields. An *empty* flags field
+  is a photo with no flag; a row with no flags field at all, or a value such as
+  ``NaN``/``NA``/``null`` (what spreadsheet and pandas exports write for a
+  missing value), means the labels are unknown: that row is rejected.
+* Flag names are matched case-insensitively against Table 1; a row with an
+  unknown name is rejected (dropping the name would silently turn, say, a
+  misspelt "No Clamp Used" photo into a clamped one).
+* Rig names are matched case-insensitively; other rigs are rejected.
+* Paths are relative to the export folder; ``\\`` is read as ``/``. Absolute
+  paths and paths leaving the folder are rejected (symlinks are checked by the
+  stage, which can see the disk).
+* Several rows naming the same photo with the same rig and flags: the first is
+  kept, the others are listed as duplicates. Rows naming the same photo with
+  different rigs or flags: all are rejected, since nothing tells which is right.
+* Photos on disk (``.jpg``, ``.jpeg``, ``.png``, any case, hidden files skipped)
+  that no row names are listed as rejected.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import difflib
+import io
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from weldnet.config import DataError
+from weldnet.flags import FLAGS, RIGS, parse_flags
+from weldnet.images import PhotoInfo
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("image", "rig", "flags")
+MANIFEST_COLUMNS: tuple[str, ...] = ("image", "rig", "width", "height", "sha256", *FLAGS)
+REJECTED_COLUMNS: tuple[str, ...] = ("image", "reason", "category", "line")
+PHOTO_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+NO_FLAG = "No flag"
+
+# Rejection categories, the keys of metrics/ingest.json "rejected.by_reason" (keep stable).
+REASONS: tuple[str, ...] = (
+    "bad_row",            # wrong number of fields, empty image field
+    "labels_unknown",     # no flags field, or NaN/NA/null
+    "unknown_rig",
+    "unknown_flag",
+    "unsafe_path",        # absolute, ../, symlink leaving the export
+    "duplicate_row",      # same image, same labels: first row kept
+    "conflicting_rows",   # same image, different labels: all rejected
+    "missing_file",
+    "unreadable_image",   # zero-byte, truncated, corrupt, not JPEG/PNG
+    "too_large",          # over ingest.max_pixels
+    "no_row",             # photo on disk that labels.csv does not name
+)
+
+# What spreadsheets and pandas write for a missing value (case-insensitive); an
+# empty field is *not* in this list: it means "no flag".
+MISSING_VALUES = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "<na>", "null", "none", "#na"})
+
+_FIX_UNKNOWN = ("labels unknown: leave the flags field empty for a photo with no flag, "
+                "or list its Table 1 flags separated by ';'")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One data row of labels.csv as written; ``None`` marks a field the row does not have."""
+
+    line: int
+    image: str
+    rig: str | None
+    flags: str | None
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An accepted row: normalised relative path, canonical rig and flags."""
+
+    line: int
+    image: str
+    rig: str
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    image: str
+    reason: str
+    category: str
+    line: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.category not in REASONS:
+            raise ValueError(f"unknown rejection category {self.category!r}; valid: {', '.join(REASONS)}")
+
+
+def decode_labels(data: bytes) -> str:
+    """Text of labels.csv: UTF-8 with or without a BOM, or UTF-16 with a BOM (Excel 'Unicode text')."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise DataError(f"labels.csv is not UTF-8 text (line {line}); save it as 'CSV UTF-8'") from None
+
+
+def parse_label_table(text: str) -> list[LabelRow]:
+    """Rows of labels.csv text (any line ends, header in any column order, extra columns ignored).
+
+    Raises DataError when the table as a whole is unusable: empty, a required
+    column missing, a column named twice, or a line the CSV reader cannot read.
+    Lines that are blank or hold only empty fields are skipped.
+    """
+    # strict: a stray opening quote must fail loudly, not swallow every later row into one field
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(field.strip() for field in header):
+            header = next(reader, None)
+        if header is None:
+            raise DataError("labels.csv is empty; it needs a header line 'image,rig,flags' and one row per photo")
+        names = [field.strip().lower() for field in header]
+        _check_header(names, header)
+        column = {name: names.index(name) for name in REQUIRED_COLUMNS}
+        rows = []
+        for fields in reader:
+            if not any(field.strip() for field in fields):
+                continue
+            rows.append(_label_row(reader.line_num, fields, column, len(names)))
+    except csv.Error as exc:
+        raise DataError(f"labels.csv cannot be read as CSV at line {reader.line_num} ({exc}); check the quotes "
+                        "there and above (a field that opens with '\"' must close with '\"'), "
+                        "or re-export it as CSV") from None
+    return rows
+
+
+def _check_header(names: list[str], header: list[str]) -> None:
+    duplicated = sorted({n for n in names if n in REQUIRED_COLUMNS and names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"labels.csv names column '{duplicated[0]}' twice; keep one")
+    missing = [name for name in REQUIRED_COLUMNS if name not in names]
+    if not missing:
+        return
+    found = ",".join(header)
+    if len(header) == 1 and ";" in header[0]:
+        raise DataError(f"labels.csv header is '{found}': columns must be separated by ',' "
+                        "(';' separates flags inside the flags field); re-export it as comma-separated CSV")
+    raise DataError(f"labels.csv lacks column(s) {', '.join(missing)} (header: '{found}'); "
+                    "its first line must be 'image,rig,flags'")
+
+
+def _label_row(line: int, fields: list[str], column: dict[str, int], width: int) -> LabelRow:
+    def field(name: str) -> str | None:
+        index = column[name]
+        return fields[index] if index < len(fields) else None
+
+    extra = tuple(f for f in fields[width:] if f.strip())
+    rig = field("rig")
+    return LabelRow(line=line, image=(field("image") or "").strip(),
+                    rig=None if rig is None else rig.strip(), flags=field("flags"), extra=extra)
+
+
+def normalise_image_path(image: str) -> str:
+    """The export-relative POSIX path of a labels.csv image field; ValueError (the reason) if it is unsafe."""
+    path = image.replace("\\", "/")
+    if "\0" in path:
+        raise ValueError("path contains a NUL character")
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        raise ValueError("absolute path; write it relative to the export folder (e.g. images/redbox/x.jpg)")
+    path = posixpath.normpath(path)
+    if path == ".." or path.startswith("../"):
+        raise ValueError("path leaves the export folder ('..'); write it relative to the export folder")
+    if path == ".":
+        raise ValueError("path names the export folder itself, not a photo")
+    return path
+
+
+def check_row(row: LabelRow) -> Entry | Rejection:
+    """Accept a row (canonical rig, flags and path) or reject it with the first problem found."""
+    def reject(reason: str, category: str) -> Rejection:
+        return Rejection(row.image, reason, category, row.line)
+
+    if row.extra:
+        return reject(f"row has {len(row.extra)} field(s) more than the header; separate flags with ';' "
+                      "not ',', or quote the flags field", "bad_row")
+    if not row.image:
+        return reject("empty image field; give the photo's path relative to the export folder", "bad_row")
+    try:
+        image = normalise_image_path(row.image)
+    except ValueError as exc:
+        return reject(str(exc), "unsafe_path")
+    if row.rig is None:
+        return reject("row has no rig field; every row needs image,rig,flags", "bad_row")
+    rig = row.rig.lower()
+    if rig not in RIGS:
+        return reject(f"unknown rig '{row.rig}'; valid: {', '.join(RIGS)}", "unknown_rig")
+    if row.flags is None:
+        return reject(f"row has no flags field, so its {_FIX_UNKNOWN}", "labels_unknown")
+    if row.flags.strip().lower() in MISSING_VALUES:
+        return reject(f"flags value '{row.flags.strip()}' means {_FIX_UNKNOWN}", "labels_unknown")
+    known, unknown = parse_flags(row.flags)
+    if unknown:
+        return reject(_unknown_flag_reason(unknown), "unknown_flag")
+    return Entry(row.line, image, rig, tuple(known))
+
+
+def _unknown_flag_reason(unknown: Sequence[str]) -> str:
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.lower(), [f.lower() for f in FLAGS], n=1, cutoff=0.75)
+        hint = f" (did you mean '{FLAGS[[f.lower() for f in FLAGS].index(close[0])]}'?)" if close else ""
+        parts.append(f"'{name}'{hint}")
+    return f"unknown flag {', '.join(parts)}; use the Table 1 names (README, Flags)"
+
+
+def check_rows(rows: Iterable[LabelRow]) -> tuple[list[Entry], list[Rejection]]:
+    """Row checks plus duplicate handling; accepted entries come back in labels.csv order."""
+    entries: list[Entry] = []
+    rejections: list[Rejection] = []
+    for row in rows:
+        result = check_row(row)
+        (entries if isinstance(result, Entry) else rejections).append(result)
+
+    by_image: dict[str, list[Entry]] = {}
+    for entry in entries:
+        by_image.setdefault(entry.image, []).append(entry)
+    kept = []
+    for entry in entries:
+        group = by_image[entry.image]
+        if len(group) == 1:
+            kept.append(entry)
+            continue
+        lines = ", ".join(str(e.line) for e in group)
+        if len({(e.rig, e.flags) for e in group}) > 1:
+            rejections.append(Rejection(entry.image, f"conflicting rows for this photo (lines {lines}) give "
+                                        "different rigs or flags; keep one row per photo", "conflicting_rows",
+                                        entry.line))
+        elif entry is group[0]:
+            kept.append(entry)
+        else:
+            rejections.append(Rejection(entry.image, f"duplicate row: same photo and labels as line "
+                                        f"{group[0].line}, which was kept; delete this row", "duplicate_row",
+                                        entry.line))
+    return kept, rejections
+
+
+def listed_paths(rows: Iterable[LabelRow]) -> set[str]:
+    """Normalised paths named by any row, accepted or not (those photos have a row)."""
+    paths = set()
+    for row in rows:
+        try:
+            paths.add(normalise_image_path(row.image))
+        except ValueError:
+            continue
+    return paths
+
+
+def is_photo_name(relative_path: str) -> bool:
+    """Whether a file on disk counts as a photo that labels.csv should name (hidden files do not)."""
+    parts = relative_path.split("/")
+    return (not any(p.startswith(".") for p in parts)
+            and relative_path.lower().endswith(PHOTO_SUFFIXES))
+
+
+def unlisted_photos(files: Iterable[str], listed: set[str]) -> list[Rejection]:
+    """A rejection for every photo file on disk (export-relative POSIX path) that no row names."""
+    return [Rejection(path, "no row in labels.csv", "no_row")
+            for path in sorted(files) if is_photo_name(path) and path not in listed]
+
+
+def build_manifest(entries: Sequence[Entry], photos: Mapping[str, PhotoInfo]) -> pd.DataFrame:
+    """Manifest rows for the entries whose photo was read: image, rig, size, sha256, one 0/1 column per flag."""
+    records = []
+    for entry in entries:
+        info = photos.get(entry.image)
+        if info is None:
+            continue
+        flags = set(entry.flags)
+        records.append((entry.image, entry.rig, info.width, info.height, info.sha256,
+                        *(int(f in flags) for f in FLAGS)))
+    manifest = pd.DataFrame.from_records(records, columns=list(MANIFEST_COLUMNS))
+    return manifest.astype({"width": "int64", "height": "int64", **{f: "int64" for f in FLAGS}})
+
+
+def rejection_table(rejections: Iterable[Rejection]) -> pd.DataFrame:
+    """rejected.csv: label rows in line order, then photos without a row by path."""
+    ordered = sorted(rejections, key=lambda r: (r.line is None, r.line or 0, r.image))
+    table = pd.DataFrame([(r.image, r.reason, r.category, r.line) for r in ordered],
+                         columns=list(REJECTED_COLUMNS))
+    return table.astype({"line": "Int64"})
+
+
+def rejection_counts(rejections: Iterable[Rejection]) -> dict[str, int]:
+    counts = dict.fromkeys(REASONS, 0)
+    for rejection in rejections:
+        counts[rejection.category] += 1
+    return counts
+
+
+def ingest_metrics(manifest: pd.DataFrame, rejections: Sequence[Rejection]) -> dict:
+    """Photos and flag counts per rig (Table 1 for this data) and rejection counts; keys never change."""
+    images = {rig: int((manifest["rig"] == rig).sum()) for rig in RIGS}
+    images["total"] = int(len(manifest))
+    flags = {}
+    for rig in RIGS:
+        rows = manifest[manifest["rig"] == rig]
+        counts = {flag: int(rows[flag].sum()) for flag in FLAGS}
+        counts[NO_FLAG] = int((rows[list(FLAGS)].sum(axis=1) == 0).sum())
+        flags[rig] = counts
+    return {"images": images, "flags": flags,
+            "rejected": {"total": len(rejections), "by_reason": rejection_counts(rejections)}}
+
+
+def rejection_summary(rejections: Sequence[Rejection]) -> str:
+    """'3 rejected: 2 unreadable_image, 1 no_row' (largest first)."""
+    counts = sorted(((n, c) for c, n in rejection_counts(rejections).items() if n), key=lambda t: (-t[0], t[1]))
+    return f"{len(rejections)} rejected: " + ", ".join(f"{n} {c}" for n, c in counts)

@@ -1,0 +1,111 @@
+"""The architecture axis: a registry of image classifiers.
+
+``small_cnn`` is the CPU default, trained at a reduced input size. ``alexnet`` is
+torchvision's AlexNet, the report's architecture, meant for GPU runs at 224x224.
+Every model exposes ``features`` (the conv trunk, a ``nn.Sequential``) and
+``classifier`` (the head) so that transfer learning can copy and freeze layers
+by position.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from weldnet.config import ParamError, check_range
+
+# Inputs are scaled to [0, 1] then normalised with ImageNet statistics, so that
+# torchvision's pretrained weights see what they were trained on.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = "small_cnn"
+    input_size: int = 64
+    width: int = 16
+    dropout: float = 0.3
+
+    def validate(self, where: str) -> None:
+        if self.arch not in MODELS:
+            raise ParamError(f"{where}.arch: unknown architecture '{self.arch}'; valid: {', '.join(MODELS)}")
+        check_range(self.input_size, f"{where}.input_size", 16, 1024)
+        check_range(self.width, f"{where}.width", 1, 512)
+        check_range(self.dropout, f"{where}.dropout", 0.0, 1.0, high_open=True)
+        if self.arch == "alexnet" and self.input_size < 63:
+            raise ParamError(f"{where}.input_size = {self.input_size} is too small for alexnet; use 224")
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks (conv-BN-ReLU-maxpool), doubling width each block, then global pooling."""
+
+    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for block in range(4):
+            out = width * 2**block
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+class AlexNet(nn.Module):
+    """torchvision's AlexNet with a ``num_classes`` head and an ``embed`` for feature-space methods."""
+
+    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.5):
+        super().__init__()
+        from torchvision.models import alexnet
+
+        net = alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+        self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(self.features(x)), 1)
+        return self.classifier[:-1](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "alexnet": AlexNet}
+
+
+def build_model(params: ModelParams, num_classes: int) -> nn.Module:
+    if params.arch not in MODELS:
+        raise ParamError(f"model.arch: unknown architecture '{params.arch}'; valid: {', '.join(MODELS)}")
+    return MODELS[params.arch](num_classes, width=params.width, dropout=params.dropout)
+
+
+def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NHWC images -> float NCHW at ``size`` x ``size``, normalised like ImageNet inputs."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
+    """uint8 NHWC images resized (antialiased) to NHWC uint8 at ``size``, in chunks to bound memory."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images.contiguous()
+    out = torch.empty((images.shape[0], size, size, 3), dtype=torch.uint8)
+    for start in range(0, images.shape[0], chunk):
+        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
+        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out[start:start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out

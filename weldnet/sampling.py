@@ -1,0 +1,194 @@
+"""The sampler axis of the training strategies: which training examples one epoch visits, in which order.
+
+``epoch_indices(name, labels, batch_size, rng, params)`` returns the example order
+of ONE epoch; the loader cuts it into consecutive batches of ``batch_size``.
+``EpochSampler`` wraps it for ``torch.utils.data.DataLoader(sampler=...)``. Class 0
+is the default (majority) class.
+
+Over- and under-sampling pick which examples to duplicate or keep with
+``draw_rng``. The report drew them once and trained on the resulting set
+(sections 6.4.4 and 6.4.5); ``EpochSampler`` does the same unless
+``sampling.redraw_each_epoch`` is true, in which case every epoch draws afresh.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch.utils.data
+
+from weldnet.class_stats import largest_remainder
+from weldnet.config import check_choice, check_range
+
+# seeds the draw of the over/under-sampled set apart from the per-epoch shuffles
+_DRAW_STREAM = 0x5A3D
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The ``sampling`` section of params.yaml."""
+
+    target_ratio: float = 0.88
+    redraw_each_epoch: bool = False
+
+    def validate(self, where: str) -> None:
+        check_range(self.target_ratio, f"{where}.target_ratio", low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def _class_rows(labels: np.ndarray) -> dict[int, np.ndarray]:
+    return {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+
+
+def _plain(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """Each example once, shuffled."""
+    return rng.permutation(len(labels))
+
+
+def _oversample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """Every example once, plus non-default examples drawn with replacement until class 0 is target_ratio.
+
+    The non-default classes grow to ``round(n_0 (1 - r) / r)`` examples in all, shared
+    in proportion to their sizes. If class 0 is already at most r of the data (or there
+    is no non-default example) this is a plain shuffle.
+    """
+    r = params.target_ratio
+    rows = _class_rows(labels)
+    n_default = len(rows.get(0, ()))
+    minority = {c: idx for c, idx in rows.items() if c != 0}
+    sizes = np.array([len(idx) for idx in minority.values()])
+    wanted = int(round(n_default * (1.0 - r) / r))
+    if not minority or wanted <= sizes.sum():
+        return rng.permutation(len(labels))
+    targets = largest_remainder(sizes / sizes.sum() * wanted)
+    extra = [draw_rng.choice(idx, size=t - len(idx), replace=True) for idx, t in zip(minority.values(), targets)]
+    return rng.permutation(np.concatenate([np.arange(len(labels)), *extra]))
+
+
+def _undersample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """Every non-default example once, and ``round(m r / (1 - r))`` class-0 examples drawn without replacement.
+
+    m is the number of non-default examples. If class 0 is already at most r of the data
+    (or there is no non-default example) this is a plain shuffle.
+    """
+    r = params.target_ratio
+    default = np.flatnonzero(labels == 0)
+    minority = np.flatnonzero(labels != 0)
+    keep = int(round(len(minority) * r / (1.0 - r)))
+    if len(minority) == 0 or keep >= len(default):
+        return rng.permutation(len(labels))
+    kept = draw_rng.choice(default, size=keep, replace=False)
+    return rng.permutation(np.concatenate([kept, minority]))
+
+
+def _stratified(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """Each example once, ordered so every batch holds the training proportions.
+
+    A batch of size B holds floor(B n_c / n) or ceil(B n_c / n) examples of class c.
+    Full batches round the same fractions, so which classes get the ceiling is spread
+    over them: class c gets it in k_c batches, where k_c makes its epoch total exactly
+    n_c once the last, partial batch has taken its largest-remainder share. The k_c
+    ceilings are dealt round-robin to the (shuffled) full batches, at most one per batch
+    and class. Each class's examples are shuffled and handed out in batch order.
+    """
+    n = len(labels)
+    rows = _class_rows(labels)
+    classes = list(rows)
+    n_c = np.array([len(rows[c]) for c in classes], dtype=np.int64)
+    n_full, last = divmod(n, batch_size)
+    floors = batch_size * n_c // n
+    last_counts = largest_remainder(last * n_c / n) if last else np.zeros_like(n_c)
+    ceilings = n_c - n_full * floors - last_counts          # k_c, each in [0, n_full]
+    per_batch = np.tile(floors, (n_full, 1))
+    if n_full:
+        # k_c <= n_full consecutive slots of a round-robin land in k_c different batches
+        ceiling_class = np.repeat(np.arange(len(classes)), ceilings)
+        ceiling_batch = rng.permutation(n_full)[np.arange(len(ceiling_class)) % n_full]
+        np.add.at(per_batch, (ceiling_batch, ceiling_class), 1)
+    if last:
+        per_batch = np.vstack([per_batch, last_counts])
+    starts = np.vstack([np.zeros(len(classes), dtype=np.int64), np.cumsum(per_batch, axis=0)[:-1]])
+    pools = [rng.permutation(rows[c]) for c in classes]
+    batches = []
+    for start, counts in zip(starts, per_batch):
+        batch = np.concatenate([pool[s:s + k] for pool, s, k in zip(pools, start, counts)])
+        batches.append(rng.permutation(batch))
+    return np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+
+
+def _class_balanced(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """n draws with replacement, each picking a class uniformly, then an example of it uniformly.
+
+    Class-balanced sampling as in cRT (Kang et al. 2020); only classes present in labels are drawn.
+    """
+    rows = _class_rows(labels)
+    pools = list(rows.values())
+    picks = rng.integers(len(pools), size=len(labels))
+    out = np.empty(len(labels), dtype=np.int64)
+    for k, pool in enumerate(pools):
+        slots = np.flatnonzero(picks == k)
+        out[slots] = pool[rng.integers(len(pool), size=len(slots))]
+    return out
+
+
+SamplerFn = Callable[[np.ndarray, int, np.random.Generator, np.random.Generator, SamplingParams], np.ndarray]
+
+SAMPLERS: dict[str, SamplerFn] = {
+    "none": _plain,
+    "oversample": _oversample,
+    "undersample": _undersample,
+    "stratified": _stratified,
+    "class_balanced": _class_balanced,
+}
+
+
+def epoch_indices(name: str, labels: np.ndarray, batch_size: int, rng: np.random.Generator,
+                  params: SamplingParams, draw_rng: np.random.Generator | None = None,
+                  where: str = "sampler") -> np.ndarray:
+    """Example indices of one epoch for sampler ``name``, to be cut into consecutive batches of batch_size.
+
+    ``rng`` shuffles; ``draw_rng`` (default: ``rng``) picks the examples that over- and
+    under-sampling duplicate or keep; give it the same seed every epoch to keep one
+    fixed resampled set, as the report did. An unknown name raises ParamError.
+    """
+    check_choice(name, SAMPLERS, where)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise ValueError("labels must be a non-empty 1-D array of non-negative integer class indices")
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size} must be at least 1")
+    order = SAMPLERS[name](labels, batch_size, rng, rng if draw_rng is None else draw_rng, params)
+    return order.astype(np.int64, copy=False)
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """``DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(...))``.
+
+    Every iteration yields a fresh ``epoch_indices`` order drawn from ``(seed, epoch)``
+    and then advances ``epoch``; ``set_epoch`` sets it (resuming a run reproduces its
+    orders). The over/under-sampled set is drawn from ``seed`` alone unless
+    ``params.redraw_each_epoch``. ``len`` is the epoch length, which for over- and
+    under-sampling differs from ``len(labels)``.
+    """
+
+    def __init__(self, labels: np.ndarray, name: str, batch_size: int, seed: int, params: SamplingParams):
+        self.labels = np.asarray(labels)
+        self.name, self.batch_size, self.seed, self.params = name, batch_size, seed, params
+        self.epoch = 0
+        self._length = len(self._order(0))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self, epoch: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, epoch])
+        draw_rng = None if self.params.redraw_each_epoch else np.random.default_rng([self.seed, _DRAW_STREAM])
+        return epoch_indices(self.name, self.labels, self.batch_size, rng, self.params, draw_rng)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self._order(self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self._length

@@ -1,0 +1,238 @@
+"""Training loop: one epoch, evaluation, and a resumable fit with model selection.
+
+Randomness is re-seeded at the start of every epoch from (seed, epoch), and the
+sampler draws its epoch order from the same pair, so a run resumed from an
+end-of-epoch checkpoint replays exactly what an uninterrupted run would have done.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from weldnet.config import ParamError, TrainingError, check_range
+from weldnet.metrics import class_recall, cross_entropy, per_class_accuracy
+from weldnet.models import to_input
+from weldnet.sampling import EpochSampler, SamplingParams
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.01
+    schedule: Literal["constant", "cosine"] = "cosine"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    flip: bool = True
+    select: Literal["best_val", "last"] = "best_val"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    eval_batch_size: int = 256
+
+    def validate(self, where: str) -> None:
+        check_range(self.epochs, f"{where}.epochs", 1)
+        check_range(self.batch_size, f"{where}.batch_size", 1)
+        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_range(self.momentum, f"{where}.momentum", 0.0, 1.0, high_open=True)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0.0)
+        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1)
+        if not self.seeds:
+            raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
+
+
+class Logger(Protocol):
+    def __call__(self, step: int, name: str, value: float) -> None: ...
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, schedule: str) -> float:
+    """Learning rate at an optimiser step: constant, or cosine decay from base_lr to 0 over the run."""
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ParamError(f"train.schedule: unknown schedule '{schedule}'; valid: constant, cosine")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def build_loader(labels: np.ndarray, batch_size: int, sampler: str, seed: int,
+                 params: SamplingParams) -> DataLoader:
+    """Batches of training-row indices, in the order the strategy's sampler draws them."""
+    dataset = TensorDataset(torch.arange(len(labels)))
+    order = EpochSampler(labels, sampler, batch_size, seed, params)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=False)
+
+
+def build_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
+    return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
+
+
+def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    images: torch.Tensor, labels: torch.Tensor, device: torch.device, *, input_size: int,
+                    flip: bool, first_step: int, lr_for_step: Callable[[int], float], log: Logger,
+                    generator: torch.Generator, name: str) -> int:
+    """One pass over the loader's batches; returns the next global step. Stops on a NaN or inf loss."""
+    set_train_mode(model)
+    step = first_step
+    for (index,) in loader:
+        x = to_input(images[index].to(device), input_size)
+        y = labels[index].to(device)
+        if flip:
+            mirror = torch.rand(len(index), generator=generator) < 0.5
+            x[mirror.to(device)] = x[mirror.to(device)].flip(-1)
+        lr = lr_for_step(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = loss_fn(model(x), y)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"strategy '{name}': the loss became {loss.item()} at step {step}; "
+                                "lower train.lr or check the inputs")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log(step, "train/loss", float(loss.item()))
+        log(step, "train/lr", lr)
+        step += 1
+    return step
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """Train mode, except for batch norms whose parameters are frozen: they keep their running statistics."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, input_size: int,
+                   batch_size: int = 256) -> np.ndarray:
+    """Logits for uint8 NHWC images, in order, with the model in eval mode."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = to_input(images[start:start + batch_size].to(device), input_size)
+        out.append(model(x).float().cpu())
+    if not out:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def validation_scores(logits: np.ndarray, target: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    pred = logits.argmax(axis=1)
+    scores = {"val/per_class_accuracy": per_class_accuracy(pred, target, len(class_names)),
+              "val/cross_entropy": cross_entropy(softmax(logits), target)}
+    for name, recall in zip(class_names, class_recall(pred, target, len(class_names))):
+        scores[f"val/recall/{name}"] = float(recall)
+    return scores
+
+
+@dataclass
+class FitResult:
+    state: dict[str, torch.Tensor]
+    best_epoch: int
+    epochs_run: int
+    history: list[list]
+
+
+def _is_better(scores: dict[str, float], best: dict | None) -> bool:
+    if best is None:
+        return True
+    key = (scores["val/per_class_accuracy"], -scores["val/cross_entropy"])
+    return key > (best["per_class_accuracy"], -best["cross_entropy"])
+
+
+def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor,
+        val_y: np.ndarray, *, params: TrainParams, sampler: str, sampling: SamplingParams, seed: int,
+        input_size: int, class_names: Sequence[str], device: torch.device, name: str, log: Logger,
+        save_checkpoint: Callable[[dict], None] | None = None, checkpoint: dict | None = None) -> FitResult:
+    """Train for params.epochs, evaluating on validation after each epoch and keeping the selected weights.
+
+    ``checkpoint`` is the dict last given to ``save_checkpoint`` by an interrupted run
+    with the same configuration; training continues after its epoch, and the logged
+    history is replayed through ``log`` first so the run's logs are complete.
+    """
+    model.to(device)
+    loss_fn.to(device)
+    optimizer = build_optimizer(model, params)
+    loader = build_loader(train_y, params.batch_size, sampler, seed, sampling)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * params.epochs
+    labels = torch.tensor(np.array(train_y), dtype=torch.long)
+    history: list[list] = []
+    best: dict | None = None
+    start_epoch, step = 0, 0
+
+    def record(step_: int, key: str, value: float) -> None:
+        history.append([step_, key, value])
+        log(step_, key, value)
+
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_epoch, step, best = checkpoint["epoch"], checkpoint["step"], checkpoint["best"]
+        for step_, key, value in checkpoint["history"]:
+            record(step_, key, value)
+
+    for epoch in range(start_epoch, params.epochs):
+        torch.manual_seed(epoch_seed(seed, epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+        loader.sampler.set_epoch(epoch)
+        on_epoch = getattr(loss_fn, "on_epoch", None)
+        if callable(on_epoch):
+            on_epoch(epoch, params.epochs)
+        step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, labels, device, input_size=input_size,
+                               flip=params.flip, first_step=step,
+                               lr_for_step=lambda s: lr_at(s, total_steps, params.lr, params.schedule),
+                               log=record, generator=generator, name=name)
+        scores = validation_scores(predict_logits(model, val_x, device, input_size, params.eval_batch_size),
+                                   val_y, class_names)
+        for key, value in scores.items():
+            record(step - 1, key, value)
+        record(step - 1, "epoch", epoch + 1)
+        if params.select == "last" or _is_better(scores, best):
+            best = {"epoch": epoch + 1, "per_class_accuracy": scores["val/per_class_accuracy"],
+                    "cross_entropy": scores["val/cross_entropy"],
+                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if save_checkpoint is not None:
+            save_checkpoint({"epoch": epoch + 1, "step": step, "best": best, "history": history,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    assert best is not None
+    return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history)
+
+
+def resolve_device(name: object) -> torch.device:
+    """``auto`` picks CUDA when a GPU is present, otherwise the CPU; ``cpu`` and ``cuda`` force one."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ParamError(f"device = {name!r} is unknown; valid: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamError("device = cuda but no CUDA GPU is visible; set device: auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_deterministic(device: torch.device) -> None:
+    """Same params and seed, same numbers: deterministic kernels (warn-only on CUDA, where some have none)."""
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    torch.backends.cudnn.benchmark = False
