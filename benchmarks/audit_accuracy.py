@@ -33,7 +33,7 @@ from stages.audit import load_thumbnails
 from stages.generate import GenerateSpec, RigCounts, RigShares, generate
 from stages.ingest import read_photos
 from weldnet.audit import AuditParams, flag_matrix, true_mislabelled
-from weldnet.audit_run import audit_task, fit_rig_model
+from weldnet.audit_run import audit_task, fit_rig_models
 from weldnet.config import build
 from weldnet.flags import FLAGS, parse_flags
 from weldnet.images import PhotoInfo
@@ -73,8 +73,8 @@ def score_level(noise: float, size: int, cfg: AuditParams, workdir: Path, seed: 
     recorded, true = flag_matrix(rows), true_flags(truth.reset_index())
     started = time.time()
     thumbs = load_thumbnails(export, rows, cfg.thumb_size, cfg.workers)
-    rng = np.random.default_rng(cfg.seed)
-    model = fit_rig_model(thumbs, recorded, cfg, rng)
+    model = fit_rig_models({RIG: thumbs}, {RIG: recorded}, cfg, np.random.default_rng(cfg.seed))[RIG]
+    rng = np.random.default_rng([cfg.seed, 1])
     seconds = time.time() - started
     out = []
     for name, task in TASKS.items():

@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from weldnet.audit import AuditParams, contact_sheet, draw_review_sample, flag_matrix, label_stats, review_counts
-from weldnet.audit_run import audit_task, cross_rig_check, fit_rig_model
-from weldnet.config import DataError, ParamError, build, load_params, run_stage, section
+from weldnet.audit_run import audit_task, cross_rig_check, fit_rig_models
+from stages.validate import load_checked_params
+from weldnet.config import DataError, ParamError, build, run_stage, section
 from weldnet.flags import RIGS
 from weldnet.images import ImageRejected, load_resized, open_normalised
 from weldnet.tasks import TaskSpec
@@ -97,6 +98,26 @@ def read_review_sheet(path: Path, manifest: pd.DataFrame) -> pd.DataFrame:
     return sheet
 
 
+def summary_lines(results, cross: dict[str, dict[str, float]]) -> list[str]:
+    """One line per task and rig (estimate, bound, verdict) and per cross-rig flag."""
+    lines = []
+    for result in results:
+        rate = result.rate
+        shown = "n/a" if rate.estimate is None else f"{rate.estimate:.1%}"
+        if rate.ci_low is not None:
+            shown += f" [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
+        verdict = {True: "learnable", False: "UNLEARNABLE", None: "unknown"}[result.verdict.learnable]
+        straddle = " (the interval straddles the bound)" if result.verdict.straddles_bound else ""
+        note = f" - {result.note}" if result.note else ""
+        lines.append(f"{result.task} on {result.rig}: mislabelled {shown} by {rate.method}, "
+                     f"bound 1-k = {result.verdict.bound:.1%}: {verdict}{straddle}{note}")
+    for flag, row in cross.items():
+        lines.append(f"Bluebox model vs Redbox records, {flag}: disagreement {row['disagreement']:.1%} "
+                     f"(missing {row['missing']:.1%}, extra {row['extra']:.1%}; "
+                     f"on Bluebox itself {row['baseline_disagreement']:.1%})")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", type=Path, required=True)
@@ -108,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plots", type=Path, required=True, help="plots/audit")
     args = parser.parse_args(argv)
 
-    params = load_params()
+    params = load_checked_params()
     cfg = build(AuditParams, section(params, "audit"), "audit")
     task_section = section(params, "tasks")
     if not isinstance(task_section, dict) or not task_section:
@@ -125,31 +146,39 @@ def main(argv: list[str] | None = None) -> None:
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
             old.unlink()
 
-    rng = np.random.default_rng(cfg.seed)
-    stats, review_rows, rig_models, thumbs_by_rig, flags_by_rig, results = {}, [], {}, {}, {}, {}
+    stats, review_rows, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, [], {}, {}, {}
     for r, rig in enumerate(RIGS):
-        rows = manifest[manifest["rig"] == rig].reset_index(drop=True)
-        flags = flag_matrix(rows)
-        flags_by_rig[rig] = flags
+        rows = rows_by_rig[rig] = manifest[manifest["rig"] == rig].reset_index(drop=True)
+        flags = flags_by_rig[rig] = flag_matrix(rows)
         stats[rig] = label_stats(flags, rig)
         flagless = rows.loc[flags.sum(axis=1).to_numpy() == 0, "image"].tolist()
         sample = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
         review_rows += [(rig, i, image, "") for i, image in enumerate(sample, start=1)]
         if sample:
-            save_sheet(args.export, sample, [f"{i} {Path(s).stem}" for i, s in enumerate(sample, start=1)],
+            save_sheet(args.export, sample, [f"#{i} {Path(s).stem}" for i, s in enumerate(sample, start=1)],
                        cfg.sheet_thumb, args.plots / f"review_{rig}.png")
         thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers)
-        rig_models[rig] = fit_rig_model(thumbs_by_rig[rig], flags, cfg, rng)
-        for name, task in tasks.items():
-            counts = None
-            if sheet is not None:
-                counts = review_counts(sheet.loc[sheet["rig"] == rig, "verdict"].tolist(), task)
-            results[name, rig] = audit_task(name, task, rig, rows["image"].tolist(), flags,
-                                            rig_models[rig], cfg, counts, rng)
-        print(f"audit: {rig}: {len(rows)} photos, model on {len(rig_models[rig].flag_names)} flags "
-              f"({time.time() - started:.0f} s)")
+    loaded = time.time()
+    print(f"audit: {len(manifest)} photos read ({loaded - started:.0f} s)")
 
-    cross = cross_rig_check(rig_models["bluebox"], thumbs_by_rig["redbox"], flags_by_rig["redbox"], cfg)
+    rig_models = fit_rig_models(thumbs_by_rig, flags_by_rig, cfg, np.random.default_rng(cfg.seed),
+                                transfer={"bluebox": "redbox"})
+    fitted = time.time()
+    print(f"audit: {cfg.folds}-fold cross-validation of the audit model on "
+          + ", ".join(f"{rig} ({len(m.flag_names)} flags)" for rig, m in rig_models.items())
+          + f" ({fitted - loaded:.0f} s)")
+    rng = np.random.default_rng([cfg.seed, 1])
+    results = {}
+    for rig in RIGS:
+        counts_of = {}
+        if sheet is not None:
+            verdicts = sheet.loc[sheet["rig"] == rig, "verdict"].tolist()
+            counts_of = {name: review_counts(verdicts, task) for name, task in tasks.items()}
+        for name, task in tasks.items():
+            results[name, rig] = audit_task(name, task, rig, rows_by_rig[rig]["image"].tolist(), flags_by_rig[rig],
+                                            rig_models[rig], cfg, counts_of.get(name), rng)
+    cross = cross_rig_check(rig_models["bluebox"], "redbox", flags_by_rig["redbox"], cfg)
+    print(f"audit: estimates ({time.time() - fitted:.0f} s)")
 
     suspects = []
     for (name, rig), result in results.items():
@@ -157,8 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         suspects.append(table[list(SUSPECT_COLUMNS)])
         top = table.head(cfg.suspects_sheet)
         if len(top):
-            captions = [f"{k} {Path(i).stem} >{c}" for k, i, c in
-                        zip(top["rank"], top["image"], top["suggested_class"])]
+            captions = [f"#{k} {Path(i).stem}\n{r} > {c}" for k, i, r, c in
+                        zip(top["rank"], top["image"], top["recorded_class"], top["suggested_class"])]
             save_sheet(args.export, top["image"].tolist(), captions, cfg.sheet_thumb,
                        args.plots / f"suspects_{name}_{rig}.png")
     pd.concat(suspects, ignore_index=True).to_csv(args.out / "suspects.csv", index=False)
@@ -171,17 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     for path, payload in outputs:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    for result in results.values():
-        rate = result.rate
-        shown = "n/a" if rate.estimate is None else f"{rate.estimate:.1%} [{rate.ci_low:.1%}, {rate.ci_high:.1%}]"
-        verdict = {True: "learnable", False: "UNLEARNABLE", None: "unknown"}[result.verdict.learnable]
-        straddle = " (interval straddles the bound)" if result.verdict.straddles_bound else ""
-        print(f"audit: {result.task} on {result.rig}: mislabelled {shown} by {rate.method}, "
-              f"bound 1-k = {result.verdict.bound:.1%}: {verdict}{straddle}{' - ' + result.note if result.note else ''}")
-    for flag, row in cross.items():
-        print(f"audit: Bluebox model vs Redbox records, {flag}: disagreement {row['disagreement']:.1%} "
-              f"(missing {row['missing']:.1%}, extra {row['extra']:.1%}; on Bluebox itself "
-              f"{row['baseline_disagreement']:.1%})")
+    for line in summary_lines(results.values(), cross):
+        print(f"audit: {line}")
     print(f"audit: done in {time.time() - started:.0f} s")
 
 

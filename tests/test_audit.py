@@ -144,9 +144,11 @@ def test_weak_model_does_not_inflate_the_estimate():
     true, recorded, _ = noisy_binary_problem(3000, minority=0.1, hidden=0.0, seed=2)
     rng = np.random.default_rng(5)
     score = np.clip(0.15 + 0.2 * true + rng.normal(0, 0.15, len(true)), 0.01, 0.99)
-    result = confident_learning(recorded, np.column_stack([1 - score, score]), 0, rng)
+    result = confident_learning(recorded, np.column_stack([1 - score, score]), 100, rng)
     assert result.joint_estimate > 0.10
     assert result.rate.estimate < result.joint_estimate / 3
+    # ... and the interval reaches up to the joint's figure: the model cannot settle it
+    assert result.rate.ci_low <= result.rate.estimate and result.rate.ci_high >= result.joint_estimate
 
 
 @pytest.mark.parametrize("hidden", [0.0, 0.3])
@@ -156,6 +158,7 @@ def test_confident_learning_recovers_injected_noise(hidden):
     result = confident_learning(recorded, probs, n_bootstrap=100, rng=np.random.default_rng(0))
     assert abs(result.rate.estimate - actual) < 0.015
     assert result.rate.ci_low <= result.rate.estimate <= result.rate.ci_high
+    assert result.rate.ci_high - result.rate.ci_low < 0.04, "a good model gives a tight interval"
     # noise matrix columns are P(recorded | true): they sum to 1, and the hidden share shows
     assert result.noise_matrix.sum(axis=0) == pytest.approx([1, 1])
     assert result.noise_matrix[0, 1] == pytest.approx(hidden, abs=0.06)
@@ -200,13 +203,21 @@ TASKS = {
     "ground_sheet": {"default": "ground_sheet", "classes": {"no_ground_sheet": ["No Ground Sheet"]}},
     "clamp_detection": {"default": "clamp_detected", "classes": {"no_clamp": ["No Clamp Used"]}},
 }
-AUDIT_TINY = {"thumb_size": 32, "folds": 3, "epochs": 15, "batch_size": 16, "width": 8, "min_flag_count": 8,
+AUDIT_TINY = {"thumb_size": 32, "folds": 3, "epochs": 30, "batch_size": 16, "width": 8, "min_flag_count": 8,
               "min_class_count": 8, "min_auc": 0.6, "bootstrap": 50, "review_size": 6,
               "sheet_thumb": 48, "suspects_sheet": 5, "workers": 1}
 
 
 STAGE_ARGS = ["--manifest", "manifest.csv", "--export", "export", "--metrics", "m/audit.json",
               "--stats", "m/label_stats.json", "--cross-rig", "m/cross_rig.json", "--out", "audit", "--plots", "plots"]
+
+
+def params_with(audit: dict) -> dict:
+    """The repository's params.yaml with these tasks and this audit section (every stage checks it all)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(ingest={**(params.get("ingest") or {}), "workers": 1}, tasks=TASKS, audit=audit,
+                  task="clamp_detection")
+    return params
 
 
 def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -217,27 +228,26 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> dict[float, Path]:
-    """Two tiny exports of the same photos: Redbox labels clean, and with 60% of flawed photos
+    """Two tiny exports of the same photos: Redbox labels clean, and with 40% of flawed photos
     recorded flagless (the generator's noise); the clean one takes its labels from the truth file."""
     from stages.generate import GenerateSpec, RigCounts, RigShares, generate
 
     base = tmp_path_factory.mktemp("audit")
     noisy, clean = base / "noisy", base / "clean"
     noisy.mkdir()
-    generate(GenerateSpec(size=RigCounts(redbox=160, bluebox=60), label_noise=RigShares(redbox=0.6, bluebox=0.0),
+    generate(GenerateSpec(size=RigCounts(redbox=160, bluebox=60), label_noise=RigShares(redbox=0.4, bluebox=0.0),
                           workers=2), noisy / "export", noisy / "truth.csv")
     shutil.copytree(noisy, clean)
     truth = pd.read_csv(clean / "truth.csv", dtype=str, keep_default_na=False)
     truth[["image", "rig", "flags"]].to_csv(clean / "export/labels.csv", index=False)
-    return {0.0: clean, 0.6: noisy}
+    return {0.0: clean, 0.4: noisy}
 
 
 def run_audit(folder: Path, audit: dict, monkeypatch) -> dict:
     """Ingest and audit ``folder``'s export in-process, with a params.yaml written there."""
     from stages import audit as audit_stage, ingest as ingest_stage
 
-    params = {"ingest": {"workers": 1}, "tasks": TASKS, "audit": audit}
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "params.yaml").write_text(yaml.safe_dump(params_with(audit), sort_keys=False))
     monkeypatch.chdir(folder)
     if not (folder / "manifest.csv").is_file():
         ingest_stage.main(["--export", "export", "--manifest", "manifest.csv", "--rejected", "rejected.csv",
@@ -248,7 +258,7 @@ def run_audit(folder: Path, audit: dict, monkeypatch) -> dict:
 
 def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch):
     clean = run_audit(generated[0.0], AUDIT_TINY, monkeypatch)
-    noisy = run_audit(generated[0.6], AUDIT_TINY, monkeypatch)
+    noisy = run_audit(generated[0.4], AUDIT_TINY, monkeypatch)
     for audit in (clean, noisy):
         assert set(audit) == set(TASKS)
         for task in audit.values():
@@ -259,9 +269,9 @@ def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch
     clean_rate = clean["ground_sheet"]["redbox"]["mislabelled_rate"]
     noisy_rate = noisy["ground_sheet"]["redbox"]["mislabelled_rate"]
     assert clean_rate["method"] == noisy_rate["method"] == "confident_learning"
-    assert noisy_rate["estimate"] > clean_rate["estimate"] + 0.05
+    assert noisy_rate["estimate"] > clean_rate["estimate"] + 0.03
     # the other outputs a user opens
-    folder = generated[0.6]
+    folder = generated[0.4]
     sheet = pd.read_csv(folder / "audit/review_sheet.csv", keep_default_na=False)
     assert list(sheet.columns) == ["rig", "number", "image", "verdict"] and (sheet["verdict"] == "").all()
     assert (folder / "plots/review_redbox.png").is_file()
@@ -273,7 +283,7 @@ def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch
 
 
 def test_filled_review_sheet_becomes_the_headline_estimate(generated, monkeypatch):
-    folder = generated[0.6]
+    folder = generated[0.4]
     run_audit(folder, {**AUDIT_TINY, "epochs": 1}, monkeypatch)
     sheet = pd.read_csv(folder / "audit/review_sheet.csv", keep_default_na=False)
     sheet["verdict"] = np.where(np.arange(len(sheet)) % 3 == 0, "No Ground Sheet", "ok")
@@ -292,7 +302,7 @@ def test_filled_review_sheet_becomes_the_headline_estimate(generated, monkeypatc
 
 
 def test_audit_stage_refuses_a_bad_param_in_one_line(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tasks": TASKS, "audit": {"folds": 1}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_with({"folds": 1})))
     done = run_module(["stages.audit", *STAGE_ARGS], tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -121,7 +121,7 @@ class NoiseEstimate:
     issues: np.ndarray           # row indices of suspected mislabelled photos, most suspect first
     suggested: np.ndarray        # most likely true class of each suspect
     joint_estimate: float        # 1 - trace of cleanlab's calibrated joint (an upper-side figure)
-    bootstrap_rates: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    bootstrap_rates: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 2)))  # (issues, joint)
 
 
 # ---------------------------------------------------------------- per-rig statistics
@@ -305,13 +305,20 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray, n_bootstrap: 
     the noise matrix P(recorded = i | true = j) is read off the issues' (recorded,
     most probable) pairs, the other photos counting as correctly recorded.
 
-    Why not 1 - trace(calibrated joint), cleanlab's own off-diagonal estimate? It
-    counts every photo the model is merely unsure about: on generated Redbox clamps
+    Why not cleanlab's own off-diagonal estimate, 1 - trace of the calibrated joint?
+    It counts every photo the model is merely unsure about: on generated Redbox clamps
     (out-of-fold AUC about 0.9) it said 6-10% where the truth was 0-0.8%, while the
-    issue count stayed within a point. That figure is still reported
-    (``joint_estimate``); a wide gap between the two means the model sees the task
-    poorly. The 95% interval is the percentile interval of r over ``n_bootstrap``
-    resamples of the photos, pred_probs held fixed (so it leaves out the model's bias).
+    issue count stayed within about a point. But the issue count has the opposite
+    failure: when more than half of a class's photos are recorded as another class,
+    no photo's most probable class is the hidden one and the count falls short. The two
+    bracket the truth, so the interval spans both:
+
+        ci_low  = 2.5% quantile of the issue-count estimate,
+        ci_high = 97.5% quantile of the calibrated-joint estimate (``joint_estimate``),
+
+    over ``n_bootstrap`` resamples of the photos (pred_probs held fixed). With a model
+    that sees the task well the two agree and this is an ordinary bootstrap interval; a
+    wide interval says the model cannot settle the question and a review sheet should.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n, n_classes = len(labels), pred_probs.shape[1]
@@ -335,11 +342,12 @@ def confident_learning(labels: np.ndarray, pred_probs: np.ndarray, n_bootstrap: 
         rows = rng.integers(0, n, n)
         if np.any(np.bincount(labels[rows], minlength=n_classes) == 0):
             continue
-        boot.append(len(_label_issues(labels[rows], pred_probs[rows])) / n)
-    boot_rates = np.asarray(boot)
+        boot.append((len(_label_issues(labels[rows], pred_probs[rows])) / n,
+                     1.0 - np.trace(estimate_joint(labels[rows], pred_probs[rows]))))
+    boot_rates = np.asarray(boot).reshape(-1, 2)
     if len(boot_rates) >= 20:
-        low, high = (float(v) for v in np.quantile(boot_rates, [0.025, 0.975]))
-        low, high = min(low, rate), max(high, rate)
+        low = min(float(np.quantile(boot_rates[:, 0], 0.025)), rate)
+        high = max(float(np.quantile(boot_rates[:, 1], 0.975)), joint_estimate, rate)
     else:
         low = high = None
     return NoiseEstimate(RateEstimate(rate, low, high, CONFIDENT_LEARNING), joint, noise,
@@ -424,11 +432,12 @@ def cross_rig_disagreement(probs: np.ndarray, recorded: np.ndarray, threshold: f
 
 # ---------------------------------------------------------------- contact sheets
 
-def contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], columns: int = 8,
-                  caption_height: int = 14) -> np.ndarray:
-    """Thumbnails (any sizes up to the largest) on a white grid, each with its caption below."""
+def contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], columns: int = 8) -> np.ndarray:
+    """Thumbnails (any sizes up to the largest) on a white grid, each with its caption (one or
+    more lines, cut to the cell's width) below."""
     if len(thumbs) != len(captions):
         raise ValueError("contact_sheet needs one caption per thumbnail")
+    caption_height = 12 * max((c.count("\n") + 1 for c in captions), default=1) + 2
     if not thumbs:
         return np.full((caption_height, 200, 3), 255, dtype=np.uint8)
     cell_h = max(t.shape[0] for t in thumbs) + caption_height + 4
@@ -440,7 +449,8 @@ def contact_sheet(thumbs: Sequence[np.ndarray], captions: Sequence[str], columns
     for i, (thumb, caption) in enumerate(zip(thumbs, captions)):
         x, y = (i % columns) * cell_w + 2, (i // columns) * cell_h + 2
         sheet.paste(Image.fromarray(np.asarray(thumb, dtype=np.uint8)), (x, y))
-        draw.text((x, y + thumb.shape[0] + 1), caption[: cell_w // 6], fill=(0, 0, 0))
+        text = "\n".join(line[: cell_w // 6] for line in caption.split("\n"))
+        draw.multiline_text((x, y + thumb.shape[0] + 1), text, fill=(0, 0, 0), spacing=1)
     return np.asarray(sheet)
 
 

@@ -3,8 +3,8 @@
 One model per rig predicts every flag common enough on that rig (one sigmoid per
 flag), so a single k-fold cross-validation per rig yields out-of-fold flag
 probabilities for every task at once (weldnet.audit.task_class_probs turns them
-into class probabilities). The k fold models, averaged, are also the "model
-trained on the rig" used by the cross-rig check.
+into class probabilities). The k fold models, averaged, also stand for "a model
+trained on the rig" in the cross-rig check.
 """
 from __future__ import annotations
 
@@ -60,6 +60,10 @@ class FitSettings:
     width: int
 
 
+# NHWC layout: the convolutions of this small net run about 30% faster on a CPU in it.
+CHANNELS_LAST = torch.channels_last
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 (n, S, S, 3) -> float (n, 3, S, S) centred on 0."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
@@ -76,7 +80,7 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
     generator = torch.Generator().manual_seed(seed)
     x = to_tensor(images)
     y = torch.from_numpy(targets.astype(np.float32))
-    model = tiny_cnn(y.shape[1], settings.width, images.shape[1])
+    model = tiny_cnn(y.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
     steps = settings.epochs * max(1, -(-len(x) // settings.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps,
@@ -88,7 +92,7 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
             rows = order[start:start + settings.batch_size]
             if len(rows) < 2:  # batch norm needs two samples
                 continue
-            batch = _augment(x[rows], generator)
+            batch = _augment(x[rows], generator).contiguous(memory_format=CHANNELS_LAST)
             loss = nn.functional.binary_cross_entropy_with_logits(model(batch), y[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -126,7 +130,8 @@ def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, b
     total = np.zeros((len(images), 0))
     for start in range(0, len(images), batch_size):
         x = to_tensor(images[start:start + batch_size])
-        out = sum(torch.sigmoid(model.eval()(_dihedral(x, v))) for model in models for v in range(views))
+        out = sum(torch.sigmoid(model.eval()(_dihedral(x, v).contiguous(memory_format=CHANNELS_LAST)))
+                  for model in models for v in range(views))
         total = out.numpy() if start == 0 else np.concatenate([total, out.numpy()])
     return total.astype(np.float64) / (len(models) * views)
 
@@ -138,47 +143,78 @@ def fold_ids(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
     return ids
 
 
-# Set by out_of_fold_probs just before forking its workers, which inherit it copy-on-write.
-_SHARED: dict[str, np.ndarray] = {}
+@dataclass(frozen=True)
+class CrossValidation:
+    """What k-fold cross-validation on one data set gives."""
+
+    oof_probs: np.ndarray               # (n, F): each photo predicted by the fold model not trained on it
+    transfer_probs: np.ndarray | None   # (m, F): the other data set, averaged over the k fold models
 
 
-def _fit_fold(job: tuple[np.ndarray, np.ndarray, FitSettings, int]) -> tuple[np.ndarray, dict]:
-    """Train on the ``train`` rows, predict the ``held`` rows; one thread, so the result depends on the seed only."""
-    train, held, settings, seed = job
+@dataclass(frozen=True)
+class _FoldJob:
+    name: str
+    train: np.ndarray
+    held: np.ndarray
+    seed: int
+    transfer_to: str | None
+
+
+# Set by cross_validate just before forking its workers, which inherit it copy-on-write:
+# name -> (uint8 images, 0/1 targets).
+_SHARED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _fit_fold(job: _FoldJob, settings: FitSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train on the ``train`` rows, predict the ``held`` rows (and the transfer set); one thread,
+    so the result depends on the seed only, not on how many processes share the work."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        images, targets = _SHARED["images"], _SHARED["targets"]
-        model = fit_flag_model(images[train], targets[train], settings, seed)
-        return predict_flags([model], images[held]), model.state_dict()
+        images, targets = _SHARED[job.name]
+        model = fit_flag_model(images[job.train], targets[job.train], settings, job.seed)
+        held = predict_flags([model], images[job.held])
+        transfer = None if job.transfer_to is None else predict_flags([model], _SHARED[job.transfer_to][0], views=2)
+        return held, transfer
     finally:
         torch.set_num_threads(threads)
 
 
-def out_of_fold_probs(images: np.ndarray, targets: np.ndarray, folds: int, settings: FitSettings,
-                      rng: np.random.Generator, workers: int = 1) -> tuple[np.ndarray, list[nn.Module]]:
-    """Out-of-fold flag probabilities (each photo predicted by the model not trained on it) and the fold models.
+def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, settings: FitSettings,
+                   rng: np.random.Generator, workers: int = 1,
+                   transfer: dict[str, str] | None = None) -> dict[str, CrossValidation]:
+    """k-fold cross-validation of a tiny CNN on each data set of ``data`` (name -> (images, targets)).
 
-    The folds train in ``workers`` processes of one thread each: on a small CPU this is
-    faster than one multi-threaded process, and far faster when other jobs share the CPU.
+    ``transfer`` maps a data set to another (e.g. {"bluebox": "redbox"}) that its fold
+    models also predict, averaged over the folds: a model trained on the first,
+    applied to the second. All folds of all data sets train in ``workers`` processes of
+    one thread each: on a small CPU this is faster than one multi-threaded process, and
+    far faster when other jobs share the CPU.
     """
-    ids = fold_ids(len(images), folds, rng)
-    seeds = [int(s) for s in rng.integers(2**31, size=folds)]
-    jobs = [(np.flatnonzero(ids != f), np.flatnonzero(ids == f), settings, seeds[f]) for f in range(folds)]
-    _SHARED.update(images=images, targets=targets)
+    transfer = transfer or {}
+    jobs = []
+    for name, (images, _) in data.items():
+        ids = fold_ids(len(images), folds, rng)
+        for fold, seed in enumerate(rng.integers(2**31, size=folds)):
+            jobs.append(_FoldJob(name, np.flatnonzero(ids != fold), np.flatnonzero(ids == fold), int(seed),
+                                 transfer.get(name)))
+    _SHARED.update(data)
     try:
-        if workers <= 1:
-            results = [_fit_fold(job) for job in jobs]
+        if workers <= 1 or len(jobs) <= 1:
+            results = [_fit_fold(job, settings) for job in jobs]
         else:
-            with get_context("fork").Pool(min(workers, folds)) as pool:
-                results = pool.map(_fit_fold, jobs, chunksize=1)
+            with get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                results = pool.starmap(_fit_fold, [(job, settings) for job in jobs], chunksize=1)
     finally:
         _SHARED.clear()
-    probs = np.zeros(targets.shape, dtype=np.float64)
-    models = []
-    for (_, held, _, _), (held_probs, state) in zip(jobs, results):
-        probs[held] = held_probs
-        model = tiny_cnn(targets.shape[1], settings.width, images.shape[1])
-        model.load_state_dict(state)
-        models.append(model.eval())
-    return probs, models
+    out = {}
+    for name, (images, targets) in data.items():
+        probs = np.zeros(targets.shape, dtype=np.float64)
+        moved = []
+        for job, (held, moved_probs) in zip(jobs, results):
+            if job.name == name:
+                probs[job.held] = held
+                if moved_probs is not None:
+                    moved.append(moved_probs)
+        out[name] = CrossValidation(probs, np.mean(moved, axis=0) if moved else None)
+    return out

@@ -1,6 +1,6 @@
 """The audit of every task on every rig, from arrays: thumbnails, flag tables, review verdicts.
 
-:func:`fit_rig_model` runs the k-fold cross-validation of the cheap model once per
+:func:`fit_rig_models` runs the k-fold cross-validation of the cheap model once per
 rig; :func:`audit_task` then estimates one task's mislabelled share on that rig
 from the out-of-fold probabilities (and from the review sheet when one was filled
 in) and applies the lazy-classifier bound. The stage only does the I/O around these.
@@ -12,27 +12,26 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from weldnet.audit import (
     CONFIDENT_LEARNING, NOT_ESTIMABLE, AuditParams, BoundVerdict, NoiseEstimate, RateEstimate,
     confident_learning, cross_rig_disagreement, lazy_bound_verdict, majority_share,
     noise_matrix_dict, review_estimate, separability, suspects_table, task_class_probs, round_metric,
 )
-from weldnet.audit_model import FitSettings, out_of_fold_probs, predict_flags
+from weldnet.audit_model import FitSettings, cross_validate
 from weldnet.flags import FLAGS
 from weldnet.tasks import TaskSpec, assign_classes
 
 
 @dataclass
 class RigModel:
-    """Out-of-fold flag probabilities of one rig's photos and the fold models that made them."""
+    """Out-of-fold flag probabilities of one rig's photos, from the audit model's k-fold cross-validation."""
 
     flag_names: list[str]             # flags the model predicts (common enough on the rig)
     targets: np.ndarray               # recorded 0/1 flags, (n, len(flag_names))
-    oof_probs: np.ndarray             # (n, len(flag_names))
-    models: list[nn.Module] = field(repr=False)
+    oof_probs: np.ndarray | None      # (n, len(flag_names)); None when too little data to train
     prevalence: dict[str, float]      # recorded share of every flag on the rig
+    transfer_probs: dict[str, np.ndarray] = field(default_factory=dict)  # other rig -> its photos' probs
 
 
 @dataclass
@@ -85,23 +84,36 @@ def modelled_flags(flags: pd.DataFrame, min_count: int) -> list[str]:
     return [f for f in FLAGS if counts[f] >= min_count and n - counts[f] >= min_count]
 
 
-def fit_rig_model(thumbs: np.ndarray, flags: pd.DataFrame, cfg: AuditParams, rng: np.random.Generator) -> RigModel:
-    """k-fold cross-validation of the tiny multi-label CNN on one rig's thumbnails."""
-    names = modelled_flags(flags, cfg.min_flag_count)
-    n = len(flags)
-    prevalence = {f: float(flags[f].mean()) if n else 0.0 for f in FLAGS}
-    targets = flags[names].to_numpy(dtype=np.float32)
-    if not names or n < 2 * cfg.folds:
-        return RigModel(names, targets, np.zeros(targets.shape), [], prevalence)
+def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame], cfg: AuditParams,
+                   rng: np.random.Generator, transfer: dict[str, str] | None = None) -> dict[str, RigModel]:
+    """k-fold cross-validation of the tiny multi-label CNN on each rig's thumbnails.
+
+    ``transfer`` (e.g. {"bluebox": "redbox"}): the source rig's fold models also predict
+    the target rig's photos, for the cross-rig check.
+    """
+    transfer = transfer or {}
+    models, data = {}, {}
+    for rig, table in flags.items():
+        names = modelled_flags(table, cfg.min_flag_count)
+        n = len(table)
+        prevalence = {f: float(table[f].mean()) if n else 0.0 for f in FLAGS}
+        models[rig] = RigModel(names, table[names].to_numpy(dtype=np.float32), None, prevalence)
+        if names and n >= 2 * cfg.folds:
+            data[rig] = (thumbs[rig], models[rig].targets)
     settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.width)
-    probs, models = out_of_fold_probs(thumbs, targets, cfg.folds, settings, rng, cfg.workers)
-    return RigModel(names, targets, probs, models, prevalence)
+    moves = {source: target for source, target in transfer.items() if source in data and len(thumbs[target])}
+    done = cross_validate(data, cfg.folds, settings, rng, cfg.workers, moves)
+    for rig, result in done.items():
+        models[rig].oof_probs = result.oof_probs
+        if result.transfer_probs is not None:
+            models[rig].transfer_probs[moves[rig]] = result.transfer_probs
+    return models
 
 
 def _unestimable(task: TaskSpec, flags: pd.DataFrame, cfg: AuditParams, rig_model: RigModel,
                  counts: np.ndarray) -> str:
     """Why confident learning cannot be run for this task on this rig ('' when it can)."""
-    if not rig_model.models:
+    if rig_model.oof_probs is None:
         return "too few photos or no flag common enough on this rig to train the audit model"
     for name, class_flags, count in zip(task.class_names, [[]] + task.class_flags(), counts):
         if count < cfg.min_class_count:
@@ -151,22 +163,22 @@ def audit_task(name: str, task: TaskSpec, rig: str, images: Sequence[str], flags
                      lazy_bound_verdict(rate, k), auc, noise, suspects, note)
 
 
-def cross_rig_check(source: RigModel, target_thumbs: np.ndarray, target_flags: pd.DataFrame,
+def cross_rig_check(source: RigModel, target: str, target_flags: pd.DataFrame,
                     cfg: AuditParams) -> dict[str, dict[str, float]]:
-    """Disagreement of the source rig's fold models (averaged) with the target rig's recorded flags.
+    """Disagreement of the source rig's model (its fold models, averaged) with the target rig's records.
 
     Checked flags: those the source model predicts (>= min_flag_count photos with and
     without on the source rig) that also appear on >= min_flag_count target photos.
     ``baseline_disagreement`` is the source model's out-of-fold disagreement on its own
     rig: the part of the disagreement that is the model's error, not the labels'.
     """
-    if not source.models or len(target_flags) == 0:
+    if target not in source.transfer_probs or source.oof_probs is None:
         return {}
     checked = [f for f in source.flag_names if target_flags[f].sum() >= cfg.min_flag_count]
     if not checked:
         return {}
     columns = [source.flag_names.index(f) for f in checked]
-    target_probs = predict_flags(source.models, target_thumbs)[:, columns]
+    target_probs = source.transfer_probs[target][:, columns]
     on_target = cross_rig_disagreement(target_probs, target_flags[checked].to_numpy(), cfg.cross_rig_threshold)
     on_source = cross_rig_disagreement(source.oof_probs[:, columns], source.targets[:, columns],
                                        cfg.cross_rig_threshold)
