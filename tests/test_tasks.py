@@ -92,3 +92,35 @@ def test_imbalance_params_are_validated():
         build(ImbalanceParams, {"ratio": 1.5}, "imbalance")
     with pytest.raises(ParamError, match="sum to 1"):
         build(ImbalanceParams, {"split": {"train": 0.5, "val": 0.2, "test": 0.2}}, "imbalance")
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.sets(st.sampled_from(FLAGS), max_size=4), min_size=1, max_size=40))
+def test_every_photo_gets_exactly_the_first_matching_class(rows):
+    table = flag_table([sorted(r) for r in rows])
+    labels = assign_classes(table, THREE_WAY)
+    for flags, label in zip(rows, labels):
+        if "No Clamp Used" in flags:
+            assert label == 1
+        elif "Photo Does Not Show Enough Of Clamps" in flags:
+            assert label == 2
+        else:
+            assert label == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 60), min_size=2, max_size=4).filter(lambda c: c[0] > 0),
+       ratio=st.floats(0.5, 0.99), seed=st.integers(0, 10))
+def test_imposed_imbalance_reaches_the_ratio_and_only_removes_minority_training_cases(counts, ratio, seed):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    split = stratified_split(labels, [0.6, 0.2, 0.2], np.random.default_rng(seed))
+    imposed = impose_imbalance(labels, split, ratio, np.random.default_rng(seed))
+    removed = imposed == REMOVED
+    assert not np.any(removed & ((split != "train") | (labels == 0)))
+    train = labels[imposed == "train"]
+    n_default, n_minority = np.sum(train == 0), np.sum(train != 0)
+    before = np.sum(labels[split == "train"] != 0)
+    assert n_minority == min(before, round(n_default * (1 - ratio) / ratio))
