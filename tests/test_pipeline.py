@@ -20,6 +20,7 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 16},
     "evaluate": {"bootstrap": 50},
     "pretrain": {"epochs": 1, "min_flag_count": 2},
+    "study": ["baseline", "threshold", "bayesian"],
 }
 
 

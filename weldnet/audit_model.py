@@ -57,6 +57,8 @@ class FitSettings:
     epochs: int
     batch_size: int
     learning_rate: float
+    weight_decay: float
+    warmup: float
     width: int
 
 
@@ -74,17 +76,19 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
 
     Augmentation: random flips of either axis and transposition (a weld photo has no
     preferred orientation). AdamW with a one-cycle schedule: the learning rate rises
-    to ``learning_rate`` over the first 20% of the steps, then anneals (cosine) to ~0.
+    to ``learning_rate`` over the first ``warmup`` share of the steps, then anneals
+    (cosine) to about 0.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x = to_tensor(images)
     y = torch.from_numpy(targets.astype(np.float32))
     model = tiny_cnn(y.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
     steps = settings.epochs * max(1, -(-len(x) // settings.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps,
-                                                   pct_start=0.2)
+                                                   pct_start=settings.warmup)
     model.train()
     for _ in range(settings.epochs):
         order = torch.randperm(len(x), generator=generator)
@@ -181,8 +185,8 @@ def _fit_fold(job: _FoldJob, settings: FitSettings) -> tuple[np.ndarray, np.ndar
 
 
 def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, settings: FitSettings,
-                   rng: np.random.Generator, workers: int = 1,
-                   transfer: dict[str, str] | None = None) -> dict[str, CrossValidation]:
+                   rng: np.random.Generator, workers: int = 1, transfer: dict[str, str] | None = None,
+                   transfer_images: dict[str, np.ndarray] | None = None) -> dict[str, CrossValidation]:
     """k-fold cross-validation of a tiny CNN on each data set of ``data`` (name -> (images, targets)).
 
     ``transfer`` maps a data set to another (e.g. {"bluebox": "redbox"}) that its fold
@@ -199,6 +203,8 @@ def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, s
             jobs.append(_FoldJob(name, np.flatnonzero(ids != fold), np.flatnonzero(ids == fold), int(seed),
                                  transfer.get(name)))
     _SHARED.update(data)
+    # a transfer target need not be modelled itself (too few photos): only its images are shared
+    _SHARED.update({name: (images, None) for name, images in (transfer_images or {}).items() if name not in data})
     try:
         if workers <= 1 or len(jobs) <= 1:
             results = [_fit_fold(job, settings) for job in jobs]

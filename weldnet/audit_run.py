@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from weldnet.audit import (
-    CONFIDENT_LEARNING, NOT_ESTIMABLE, AuditParams, BoundVerdict, NoiseEstimate, RateEstimate,
+    NOT_ESTIMABLE, AuditParams, BoundVerdict, NoiseEstimate, RateEstimate,
     confident_learning, cross_rig_disagreement, lazy_bound_verdict, majority_share,
     noise_matrix_dict, review_estimate, separability, suspects_table, task_class_probs, round_metric,
 )
@@ -100,9 +100,10 @@ def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame]
         models[rig] = RigModel(names, table[names].to_numpy(dtype=np.float32), None, prevalence)
         if names and n >= 2 * cfg.folds:
             data[rig] = (thumbs[rig], models[rig].targets)
-    settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.width)
+    settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.weight_decay, cfg.warmup, cfg.width)
     moves = {source: target for source, target in transfer.items() if source in data and len(thumbs[target])}
-    done = cross_validate(data, cfg.folds, settings, rng, cfg.workers, moves)
+    done = cross_validate(data, cfg.folds, settings, rng, cfg.workers, moves,
+                          {target: thumbs[target] for target in moves.values()})
     for rig, result in done.items():
         models[rig].oof_probs = result.oof_probs
         if result.transfer_probs is not None:
@@ -110,8 +111,7 @@ def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame]
     return models
 
 
-def _unestimable(task: TaskSpec, flags: pd.DataFrame, cfg: AuditParams, rig_model: RigModel,
-                 counts: np.ndarray) -> str:
+def _unestimable(task: TaskSpec, cfg: AuditParams, rig_model: RigModel, counts: np.ndarray) -> str:
     """Why confident learning cannot be run for this task on this rig ('' when it can)."""
     if rig_model.oof_probs is None:
         return "too few photos or no flag common enough on this rig to train the audit model"
@@ -137,7 +137,7 @@ def audit_task(name: str, task: TaskSpec, rig: str, images: Sequence[str], flags
     n_classes = len(task.class_names)
     counts = np.bincount(labels, minlength=n_classes)
     k = majority_share(labels, n_classes)
-    note = _unestimable(task, flags, cfg, rig_model, counts)
+    note = _unestimable(task, cfg, rig_model, counts)
     noise = None
     suspects = pd.DataFrame(columns=["rank", "image", "recorded_class", "recorded_prob",
                                      "suggested_class", "suggested_prob"])
