@@ -10,7 +10,8 @@ AuditParams defaults unless --set), and scores it against data/truth.csv:
 
 * true rate: share of Redbox photos whose recorded class differs from the class of
   their true flags (for the task);
-* abs error: |estimate - true rate|;
+* abs error: |estimate - true rate|; joint: cleanlab's calibrated-joint figure, the
+  interval's upper end (weldnet.audit.confident_learning);
 * precision / recall of the suspects list, taken at the list's own length (the
   estimated count of mislabelled photos).
 
@@ -42,8 +43,8 @@ from weldnet.tasks import TaskSpec
 
 TASKS = {
     "clamp_detection": TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]}),
-    "clamp_detection_3way": TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"],
-                                                        "not_enough_of_clamps": ["Photo Does Not Show Enough Of Clamps"]}),
+    "clamp_detection_3way": TaskSpec("clamp_detected", {
+        "no_clamp": ["No Clamp Used"], "not_enough_of_clamps": ["Photo Does Not Show Enough Of Clamps"]}),
     "ground_sheet": TaskSpec("ground_sheet", {"no_ground_sheet": ["No Ground Sheet"]}),
 }
 RIG = "redbox"
@@ -87,6 +88,7 @@ def score_level(noise: float, size: int, cfg: AuditParams, workdir: Path, seed: 
         out.append({
             "noise": noise, "task": name, "true_rate": wrong.mean(), "estimate": rate.estimate,
             "ci_low": rate.ci_low, "ci_high": rate.ci_high,
+            "joint": result.noise.joint_estimate if result.noise else None,
             "abs_error": None if rate.estimate is None else abs(rate.estimate - wrong.mean()),
             "auc": result.model_auc, "suspects": len(listed),
             "precision": hits / len(listed) if listed else float("nan"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,9 +22,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from weldnet.audit import AuditParams, contact_sheet, draw_review_sample, flag_matrix, label_stats, review_counts
-from weldnet.audit_run import audit_task, cross_rig_check, fit_rig_models
 from stages.validate import load_checked_params
+from weldnet.audit import AuditParams, contact_sheet, draw_review_sample, flag_matrix, label_stats, review_counts
+from weldnet.audit_run import TaskAudit, audit_task, cross_rig_check, fit_rig_models
 from weldnet.config import DataError, ParamError, build, run_stage, section
 from weldnet.flags import RIGS
 from weldnet.images import ImageRejected, load_resized, open_normalised
@@ -98,7 +99,32 @@ def read_review_sheet(path: Path, manifest: pd.DataFrame) -> pd.DataFrame:
     return sheet
 
 
-def summary_lines(results, cross: dict[str, dict[str, float]]) -> list[str]:
+def write_review_sheets(export: Path, samples: dict[str, list[str]], longest: int, out: Path, plots: Path) -> None:
+    """review_sheet.csv (empty verdicts) and one numbered contact sheet per rig."""
+    rows = [(rig, i, image, "") for rig, sample in samples.items() for i, image in enumerate(sample, start=1)]
+    pd.DataFrame(rows, columns=list(REVIEW_COLUMNS)).to_csv(out / "review_sheet.csv", index=False)
+    for rig, sample in samples.items():
+        if sample:
+            captions = [f"#{i} {Path(image).stem}" for i, image in enumerate(sample, start=1)]
+            save_sheet(export, sample, captions, longest, plots / f"review_{rig}.png")
+
+
+def write_suspects(export: Path, results: dict[tuple[str, str], TaskAudit], shown: int, longest: int,
+                   out: Path, plots: Path) -> None:
+    """suspects.csv (every task and rig) and a contact sheet of the top ``shown`` of each."""
+    tables = []
+    for (name, rig), result in results.items():
+        table = result.suspects.assign(task=name, rig=rig)[list(SUSPECT_COLUMNS)]
+        tables.append(table)
+        top = table.head(shown)
+        if len(top):
+            captions = [f"#{k} {Path(i).stem}\n{r} > {c}" for k, i, r, c in
+                        zip(top["rank"], top["image"], top["recorded_class"], top["suggested_class"])]
+            save_sheet(export, top["image"].tolist(), captions, longest, plots / f"suspects_{name}_{rig}.png")
+    pd.concat(tables, ignore_index=True).to_csv(out / "suspects.csv", index=False)
+
+
+def summary_lines(results: Iterable[TaskAudit], cross: dict[str, dict[str, float]]) -> list[str]:
     """One line per task and rig (estimate, bound, verdict) and per cross-rig flag."""
     lines = []
     for result in results:
@@ -146,18 +172,15 @@ def main(argv: list[str] | None = None) -> None:
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
             old.unlink()
 
-    stats, review_rows, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, [], {}, {}, {}
+    stats, samples, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, {}, {}, {}, {}
     for r, rig in enumerate(RIGS):
         rows = rows_by_rig[rig] = manifest[manifest["rig"] == rig].reset_index(drop=True)
         flags = flags_by_rig[rig] = flag_matrix(rows)
         stats[rig] = label_stats(flags, rig)
         flagless = rows.loc[flags.sum(axis=1).to_numpy() == 0, "image"].tolist()
-        sample = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
-        review_rows += [(rig, i, image, "") for i, image in enumerate(sample, start=1)]
-        if sample:
-            save_sheet(args.export, sample, [f"#{i} {Path(s).stem}" for i, s in enumerate(sample, start=1)],
-                       cfg.sheet_thumb, args.plots / f"review_{rig}.png")
+        samples[rig] = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
         thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers)
+    write_review_sheets(args.export, samples, cfg.sheet_thumb, args.out, args.plots)
     loaded = time.time()
     print(f"audit: {len(manifest)} photos read ({loaded - started:.0f} s)")
 
@@ -180,18 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     cross = cross_rig_check(rig_models["bluebox"], "redbox", flags_by_rig["redbox"], cfg)
     print(f"audit: estimates ({time.time() - fitted:.0f} s)")
 
-    suspects = []
-    for (name, rig), result in results.items():
-        table = result.suspects.assign(task=name, rig=rig)
-        suspects.append(table[list(SUSPECT_COLUMNS)])
-        top = table.head(cfg.suspects_sheet)
-        if len(top):
-            captions = [f"#{k} {Path(i).stem}\n{r} > {c}" for k, i, r, c in
-                        zip(top["rank"], top["image"], top["recorded_class"], top["suggested_class"])]
-            save_sheet(args.export, top["image"].tolist(), captions, cfg.sheet_thumb,
-                       args.plots / f"suspects_{name}_{rig}.png")
-    pd.concat(suspects, ignore_index=True).to_csv(args.out / "suspects.csv", index=False)
-    pd.DataFrame(review_rows, columns=list(REVIEW_COLUMNS)).to_csv(args.out / "review_sheet.csv", index=False)
+    write_suspects(args.export, results, cfg.suspects_sheet, cfg.sheet_thumb, args.out, args.plots)
 
     audit = {name: {rig: results[name, rig].as_dict() for rig in RIGS} for name in tasks}
     outputs = [(args.metrics, audit), (args.stats, stats)]

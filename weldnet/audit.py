@@ -54,19 +54,21 @@ class AuditParams:
     review_sheet: str | None = None  # a filled-in review sheet (CSV) or null
     thumb_size: int = 64             # side of the square thumbnails the cheap model sees
     sheet_thumb: int = 160           # longest side of a thumbnail on a contact sheet
-    folds: int = 4                   # k of the k-fold cross-validation
-    epochs: int = 12
+    folds: int = 3                   # k of the k-fold cross-validation
+    epochs: int = 20                 # training epochs of each fold's model
     batch_size: int = 64
-    learning_rate: float = 0.003
+    learning_rate: float = 0.003     # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 0.0001     # AdamW weight decay
+    warmup: float = 0.2              # share of the steps over which the learning rate rises
     width: int = 16                  # channels of the first convolution of the cheap CNN
-    min_flag_count: int = 20         # flags with fewer photos on a rig are not modelled
-    min_class_count: int = 20        # a class with fewer photos on a rig is not estimable
-    min_auc: float = 0.75            # below this out-of-fold AUC the model cannot see the task
-    bootstrap: int = 100             # resamples for the confident-learning interval
+    min_flag_count: int = 20         # flags with fewer photos (with or without) on a rig are not modelled
+    min_class_count: int = 20        # a class with fewer photos on a rig is not estimable there
+    min_auc: float = 0.75            # below this worst-class out-of-fold AUC the model cannot see the task
+    bootstrap: int = 100             # resamples for the automatic estimate's interval
     suspects_sheet: int = 40         # suspects shown on each contact sheet
-    cross_rig_threshold: float = 0.5
-    workers: int = 2                 # processes decoding thumbnails
-    drop_suspects: bool = False      # read by pretrain: drop suspected mislabelled photos
+    cross_rig_threshold: float = 0.5  # probability from which the Bluebox model predicts a flag
+    workers: int = 2                 # processes decoding thumbnails and training folds
+    drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
 
     def validate(self, where: str) -> None:
         check_range(self.review_size, f"{where}.review_size", 0)
@@ -76,6 +78,8 @@ class AuditParams:
         check_range(self.epochs, f"{where}.epochs", 1, 200)
         check_range(self.batch_size, f"{where}.batch_size", 1, 4096)
         check_range(self.learning_rate, f"{where}.learning_rate", 0, 1, low_open=True)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0, 1)
+        check_range(self.warmup, f"{where}.warmup", 0, 1, low_open=True, high_open=True)
         check_range(self.width, f"{where}.width", 1, 256)
         check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
         check_range(self.min_class_count, f"{where}.min_class_count", 1)
