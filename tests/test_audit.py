@@ -187,6 +187,23 @@ def test_drop_suspects_removes_only_the_chosen_photos():
     assert drop_suspects(manifest, suspects, rigs=["redbox"])["image"].tolist() == ["a", "d"]
 
 
+def test_cross_rig_check_runs_when_the_target_rig_is_too_small_to_model():
+    from weldnet.audit_run import cross_rig_check, fit_rig_models
+
+    rng = np.random.default_rng(0)
+    clamp = "No Clamp Used"
+    flags = {"bluebox": flag_table([[clamp] if i % 2 else [] for i in range(24)]),
+             "redbox": flag_table([[clamp], [clamp], []])}
+    thumbs = {rig: rng.integers(0, 255, (len(table), 16, 16, 3), dtype=np.uint8) for rig, table in flags.items()}
+    cfg = AuditParams(thumb_size=16, folds=2, epochs=1, batch_size=8, width=2, min_flag_count=2, workers=1)
+    models = fit_rig_models(thumbs, flags, cfg, rng, transfer={"bluebox": "redbox"})
+    assert models["redbox"].oof_probs is None           # one photo without the flag: not modelled
+    assert models["bluebox"].oof_probs.shape == (24, 1)
+    row = cross_rig_check(models["bluebox"], "redbox", flags["redbox"], cfg)[clamp]
+    assert row["disagreement"] == pytest.approx(row["missing"] + row["extra"])
+    assert row["recorded_share"] == pytest.approx(2 / 3, abs=1e-4)
+
+
 # ------------------------------------------------------------------ params
 
 def test_audit_params_reject_out_of_range_values_in_one_line():
