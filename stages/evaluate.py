@@ -21,7 +21,7 @@ import torch
 
 from stages.validate import load_checked_params
 from weldnet.config import DataError, build, check_range, run_stage
-from weldnet.decisions import DecisionParams, apply_decision, automation, automation_threshold, softmax
+from weldnet.decisions import DecisionParams, apply_decision, automation, automation_threshold
 from weldnet.metrics import accuracy, bootstrap_interval, class_recall, cross_entropy, is_collapsed, per_class_accuracy
 from weldnet.models import ModelParams, build_model
 from weldnet.strategy import validate_study

@@ -24,8 +24,9 @@ from weldnet.config import DataError, build, check_range, run_stage
 from weldnet.flags import FLAGS
 from weldnet.models import ModelParams, build_model, resize_uint8
 from weldnet.shards import load_images, read_index
-from weldnet.training import build_loader, build_optimizer, TrainParams, lr_at, make_deterministic, \
-    predict_logits, resolve_device, train_one_epoch, epoch_seed
+from weldnet.sampling import SamplingParams
+from weldnet.training import (TrainParams, build_loader, build_optimizer, epoch_seed, lr_at, make_deterministic,
+                              predict_logits, resolve_device, train_one_epoch)
 
 from stages.train import DvcLiveLog
 
@@ -107,7 +108,7 @@ def main() -> None:
     train_params = TrainParams(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
     optimizer = build_optimizer(model, train_params)
     loader = build_loader(np.zeros(len(train_rows), dtype=np.int64), spec.batch_size, "none", spec.seed,
-                          build_sampling_defaults())
+                          SamplingParams())
     train_x, train_y = images[train_rows], torch.from_numpy(targets[train_rows])
     total = len(loader) * spec.epochs
     log = DvcLiveLog(args.live)
@@ -132,12 +133,6 @@ def main() -> None:
               "val_balanced_accuracy": {f: float(b) for f, b in zip(flags, balanced)}}
     (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"validation balanced accuracy, mean over flags: {np.nanmean(balanced):.3f}")
-
-
-def build_sampling_defaults():
-    from weldnet.sampling import SamplingParams
-
-    return SamplingParams()
 
 
 if __name__ == "__main__":

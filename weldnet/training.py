@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from weldnet.config import ParamError, TrainingError, check_range
+from weldnet.decisions import softmax
 from weldnet.metrics import class_recall, cross_entropy, per_class_accuracy
 from weldnet.models import to_input
 from weldnet.sampling import EpochSampler, SamplingParams
@@ -130,12 +131,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def validation_scores(logits: np.ndarray, target: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
