@@ -158,8 +158,10 @@ def main() -> None:
         per_seed, pooled_pred, fitted = [], [], []
         for seed_name in config["seeds"]:
             val_logits, test_logits = model_logits(config["strategy"], seed_name, config)
-            probs, info = apply_decision(decision, val_logits, val_y, test_logits, priors, decision_params)
-            val_probs, _ = apply_decision(decision, val_logits, val_y, val_logits, priors, decision_params)
+            # one fit on validation, applied to validation (for the automation threshold) and test alike
+            both, info = apply_decision(decision, val_logits, val_y, np.vstack([val_logits, test_logits]), priors,
+                                        decision_params)
+            val_probs, probs = both[:len(val_logits)], both[len(val_logits):]
             scores = score(probs, test_y, class_names)
             scores.update(automation_scores(val_probs, val_y, probs, test_y, spec.target_recall))
             per_seed.append(scores)
