@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,11 @@ from weldnet.config import DataError, build, run_stage
 from weldnet.losses import LossParams, build_loss
 from weldnet.models import ModelParams, build_model, resize_uint8
 from weldnet.sampling import SamplingParams
+from weldnet.schedules import SCHEDULES, Run, ScheduleParams
 from weldnet.shards import load_images, read_index
 from weldnet.strategy import Strategy, load_strategy, resolved_loss
 from weldnet.transfer import freeze_lower_layers, load_imagenet_alexnet, transfer_state
-from weldnet.training import TrainParams, fit, make_deterministic, resolve_device
+from weldnet.training import TrainParams, make_deterministic, resolve_device
 
 
 def load_split_images(split: pd.DataFrame, shards: Path, name: str, size: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -120,9 +122,12 @@ def main() -> None:
         return
     loss_name = resolved_loss(strategy, params.get("loss"))
     model_params = build(ModelParams, params.get("model"), "model")
+    if strategy.head is not None:
+        model_params = replace(model_params, head=strategy.head)
     train_params = build(TrainParams, params.get("train"), "train")
     loss_params = build(LossParams, params.get("losses"), "losses")
     sampling = build(SamplingParams, params.get("sampling"), "sampling")
+    schedule_params = build(ScheduleParams, params.get("schedules"), "schedules")
     device = resolve_device(params.get("device", "auto"))
     make_deterministic(device)
 
@@ -131,11 +136,15 @@ def main() -> None:
     train_x, train_y = load_split_images(split, args.shards, "train", model_params.input_size)
     val_x, val_y = load_split_images(split, args.shards, "val", model_params.input_size)
     counts = np.bincount(train_y, minlength=len(class_names)).tolist()
-    print(f"strategy {args.strategy}: loss {loss_name}, sampler {strategy.sampler}, {model_params.arch} "
+    print(f"strategy {args.strategy}: loss {loss_name}, sampler {strategy.sampler}, schedule {strategy.schedule}, "
+          f"{model_params.arch} "
           f"at {model_params.input_size}px on {device}; train counts {dict(zip(class_names, counts))}")
 
     config = {"strategy": args.strategy, "loss": loss_name, "sampler": strategy.sampler, "init": strategy.init,
               "transfer": strategy.transfer, "freeze": strategy.freeze, "decision": strategy.decision,
+              "schedule": strategy.schedule,
+              "schedule_params": (asdict(getattr(schedule_params, strategy.schedule))
+                                  if strategy.schedule != "standard" else None),
               "model": vars(model_params), "train": vars(train_params), "losses": params.get("losses"),
               "sampling": vars(sampling), "classes": class_names, "train_counts": counts,
               "device": str(device)}
@@ -150,19 +159,21 @@ def main() -> None:
         torch.manual_seed(seed)
         model = build_model(model_params, len(class_names))
         initialise(model, strategy, args.pretrained)
-        loss_fn = build_loss(loss_name, counts, loss_params)
         fingerprint = hashlib.sha256(json.dumps([config, seed, split_digest], sort_keys=True,
                                                 default=str).encode()).hexdigest()
-        save, load = checkpoint_io(args.checkpoints / f"seed-{seed}.pt", fingerprint)
         log = DvcLiveLog(args.live / f"seed-{seed}")
-        result = fit(model, loss_fn, train_x, train_y, val_x, val_y, params=train_params, sampler=strategy.sampler,
-                     sampling=sampling, seed=seed, input_size=model_params.input_size, class_names=class_names,
-                     device=device, name=args.strategy, log=log, save_checkpoint=save, checkpoint=load())
+        run = Run(train_x, train_y, val_x, val_y, params=train_params, sampler=strategy.sampler, sampling=sampling,
+                  seed=seed, input_size=model_params.input_size, class_names=class_names, device=device,
+                  name=args.strategy, log=log,
+                  make_loss=lambda counts_: build_loss(loss_name, counts_, loss_params),
+                  checkpoints=lambda phase, seed=seed: checkpoint_io(
+                      args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", fingerprint))
+        result = SCHEDULES[strategy.schedule](model, run, schedule_params)
         log.close()
         seed_dir = args.out / f"seed-{seed}"
         seed_dir.mkdir()
         torch.save(result.state, seed_dir / "model.pt")
-        summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch}
+        summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
     (args.out / "config.json").write_text(json.dumps({**config, "seeds": summary}, indent=2) + "\n")
 

@@ -15,7 +15,7 @@ from typing import Any
 from weldnet.config import ParamError, build, check_choice, load_params, run_stage, section
 
 TOP_LEVEL = ("data", "generate", "ingest", "audit", "preprocess", "task", "tasks", "imbalance", "device", "loss",
-             "model", "train", "losses", "sampling", "pretrain", "strategies", "study", "evaluate")
+             "model", "train", "losses", "sampling", "schedules", "pretrain", "strategies", "study", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ def check_params(params: dict[str, Any]) -> None:
     from weldnet.losses import LossParams
     from weldnet.models import ModelParams
     from weldnet.sampling import SamplingParams
+    from weldnet.schedules import ScheduleParams
     from weldnet.strategy import load_strategy, resolved_loss, Strategy, validate_study
     from weldnet.tasks import TaskSpec
     from weldnet.training import TrainParams
@@ -43,7 +44,7 @@ def check_params(params: dict[str, Any]) -> None:
         check_choice(key, TOP_LEVEL, "params.yaml top-level key")
     sections = {"data": DataParams, "generate": GenerateSpec, "ingest": IngestParams, "audit": AuditParams,
                 "preprocess": PreprocessParams, "imbalance": ImbalanceParams, "model": ModelParams,
-                "train": TrainParams, "losses": LossParams, "sampling": SamplingParams,
+                "train": TrainParams, "losses": LossParams, "sampling": SamplingParams, "schedules": ScheduleParams,
                 "pretrain": PretrainParams, "evaluate": EvaluateParams}
     for key, cls in sections.items():
         build(cls, params.get(key), key)

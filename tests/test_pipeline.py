@@ -17,10 +17,10 @@ TINY = {
     "preprocess": {"size": 64, "workers": 1},
     "imbalance": {"ratio": 0.9},
     "model": {"input_size": 32, "width": 4},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 50},
     "pretrain": {"epochs": 1, "min_flag_count": 2},
-    "study": ["baseline", "threshold", "bayesian"],
+    "study": ["baseline", "threshold", "bayesian", "selective_undersample", "crt"],
 }
 
 
@@ -64,13 +64,16 @@ AUDIT_TINY: dict = {}
 def test_repro_runs_every_stage_then_nothing(repo: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], repo)
     for stage in ("generate", "ingest", "audit", "preprocess", "imbalance", "pretrain", "train@baseline",
-                  "train@threshold", "train@bayesian", "evaluate", "plots"):
+                  "train@threshold", "train@bayesian", "train@selective_undersample", "train@crt", "evaluate",
+                  "plots"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(evaluate) == {"baseline", "threshold", "bayesian"}
+    assert set(evaluate) == {"baseline", "threshold", "bayesian", "selective_undersample", "crt"}
     for result in evaluate.values():
-        assert {"per_class_accuracy", "accuracy", "cross_entropy", "collapsed", "recall", "automation"} <= set(result)
+        assert {"per_class_accuracy", "accuracy", "cross_entropy", "collapsed", "recall", "automation",
+                "per_class_accuracy_std", "automation_std"} <= set(result)
+        assert len(result["best_epoch"]) == 2                      # one per seed
         assert set(result["recall"]) == {"clamp_detected", "no_clamp"}
         assert 0.0 <= result["per_class_accuracy"] <= 1.0
     ingest = json.loads((repo / "metrics/ingest.json").read_text())
@@ -79,7 +82,13 @@ def test_repro_runs_every_stage_then_nothing(repo: Path):
     assert set(audit["clamp_detection"]) == {"redbox", "bluebox"}
     assert (repo / "plots/summary/training_curves.png").stat().st_size > 0
     assert (repo / "dvclive/baseline/seed-0/plots/metrics/train/loss.tsv").exists()
-    assert "| threshold |" in (repo / "metrics/summary.md").read_text()
+    summary = (repo / "metrics/summary.md").read_text()
+    assert "| threshold |" in summary and "| crt |" in summary and " ± " in summary
+    selective = json.loads((repo / "models/selective_undersample/config.json").read_text())
+    rounds = selective["seeds"]["seed-1"]["rounds"]
+    assert len(rounds) >= 2 and rounds[-1]["set_aside"] == 0
+    crt = json.loads((repo / "models/crt/config.json").read_text())
+    assert crt["schedule"] == "crt" and crt["seeds"]["seed-0"]["best_epoch"] > 2   # a re-training epoch
 
     second = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage" not in second.stdout
@@ -109,6 +118,7 @@ def test_a_killed_training_run_resumes_and_ends_with_the_same_model(repo: Path):
     run([sys.executable, "-m", "dvc", "repro"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"]["epochs"] = 40
+    params["train"]["seeds"] = [0]
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     def train(tag: str) -> list[str]:

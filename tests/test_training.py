@@ -123,3 +123,21 @@ def test_tiny_model_learns_the_bright_square():
     result, logs = run_fit(TrainParams(epochs=8, batch_size=8, lr=0.05))
     best = max(v for _, k, v in logs if k == "val/per_class_accuracy")
     assert best > 0.9
+
+
+def test_the_normed_head_outputs_cosines():
+    from weldnet.models import NormedLinear
+
+    head = NormedLinear(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0, 0.0], [1.0, 1.0]]))
+    out = head(torch.tensor([[0.0, 2.0], [-5.0, 0.0]]))
+    s = 2 ** -0.5
+    torch.testing.assert_close(out, torch.tensor([[0.0, s], [-1.0, -s]]))
+    model = build_model(ModelParams(width=4, input_size=16, head="normed"), 3)
+    assert isinstance(model.classifier[-1], NormedLinear)
+    logits = model(torch.randn(5, 3, 16, 16))
+    assert logits.shape == (5, 3) and logits.abs().max() <= 1.0 + 1e-6
+    with pytest.raises(ParamError, match="model.head: unknown value 'cosine'; valid: linear, normed"):
+        from weldnet.config import build
+        build(ModelParams, {"head": "cosine"}, "model")

@@ -198,8 +198,8 @@ class LdamLoss(ClassCountLoss):
     logit only; ``s = scale``. With ``drw`` the cross entropy is weighted by
     ``drw_weights(epoch, total_epochs, counts, drw_start, drw_beta)``, updated in
     ``on_epoch``: ones before the switch epoch, effective-number weights after.
-    Without DRW the weights stay ones. Cao et al.'s s = 30 assumes cosine
-    (normalised) logits; with a plain linear head a smaller s is safer.
+    Without DRW the weights stay ones. Cao et al.'s s = 30 assumes cosine logits
+    (a strategy's ``head: normed``); with a plain linear head a smaller s is safer.
     """
 
     def __init__(self, class_counts: Sequence[int], max_margin: float = 0.5, scale: float = 30.0,

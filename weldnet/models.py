@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -28,6 +29,7 @@ class ModelParams:
     input_size: int = 64
     width: int = 16
     dropout: float = 0.3
+    head: Literal["linear", "normed"] = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
 
     def validate(self, where: str) -> None:
         if self.arch not in MODELS:
@@ -39,10 +41,34 @@ class ModelParams:
             raise ParamError(f"{where}.input_size = {self.input_size} is too small for alexnet; use 224")
 
 
+class NormedLinear(nn.Linear):
+    """Cosine logits: ``z_c = <x / |x|, w_c / |w_c|>``, in [-1, 1], no bias.
+
+    The head LDAM was designed for (Cao et al. 2019): its loss multiplies the
+    margin-adjusted cosines by ``losses.ldam.scale``. At prediction the model's
+    softmax is over the cosines themselves, so its probabilities are softer than a
+    linear head's; argmax, ranking and per-class accuracy do not depend on that.
+    """
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(nn.functional.normalize(x, dim=1), nn.functional.normalize(self.weight, dim=1))
+
+
+def output_layer(head: str, in_features: int, out_features: int) -> nn.Linear:
+    if head == "normed":
+        return NormedLinear(in_features, out_features)
+    if head == "linear":
+        return nn.Linear(in_features, out_features)
+    raise ParamError(f"model.head: unknown head '{head}'; valid: linear, normed")
+
+
 class SmallCNN(nn.Module):
     """Four conv blocks (conv-BN-ReLU-maxpool), doubling width each block, then global pooling."""
 
-    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.3):
+    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.3, head: str = "linear"):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 3
@@ -53,7 +79,7 @@ class SmallCNN(nn.Module):
             channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), output_layer(head, channels, num_classes))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.pool(self.features(x)), 1)
@@ -65,12 +91,14 @@ class SmallCNN(nn.Module):
 class AlexNet(nn.Module):
     """torchvision's AlexNet with a ``num_classes`` head and an ``embed`` for feature-space methods."""
 
-    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.5):
+    def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.5, head: str = "linear"):
         super().__init__()
         from torchvision.models import alexnet
 
         net = alexnet(weights=None, num_classes=num_classes, dropout=dropout)
         self.features, self.avgpool, self.classifier = net.features, net.avgpool, net.classifier
+        last = self.classifier[-1]
+        self.classifier[-1] = output_layer(head, last.in_features, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)
@@ -86,7 +114,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "alexnet":
 def build_model(params: ModelParams, num_classes: int) -> nn.Module:
     if params.arch not in MODELS:
         raise ParamError(f"model.arch: unknown architecture '{params.arch}'; valid: {', '.join(MODELS)}")
-    return MODELS[params.arch](num_classes, width=params.width, dropout=params.dropout)
+    return MODELS[params.arch](num_classes, width=params.width, dropout=params.dropout, head=params.head)
 
 
 def to_input(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""A training strategy is a named choice on each axis: loss, sampler, initialisation, decision rule.
+"""A training strategy is a named choice on each axis: loss, sampler, initialisation, schedule, decision rule.
 
 Strategies live in ``params.yaml`` under ``strategies``; a new combination needs
 no code. A strategy that sets no ``loss`` uses the top-level ``loss`` key, so
@@ -15,6 +15,7 @@ from weldnet.config import ParamError, build, check_choice, check_range
 from weldnet.decisions import DECISIONS
 from weldnet.losses import LOSSES
 from weldnet.sampling import SAMPLERS
+from weldnet.schedules import SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Strategy:
     init: Literal["scratch", "redbox", "imagenet"] = "scratch"
     transfer: Literal["conv", "full"] = "full"                # pretrained layers copied when init is not scratch
     freeze: int = 0                                           # lowest conv layers kept fixed
+    schedule: str = "standard"                                # standard | selective_undersample | crt
+    head: Literal["linear", "normed"] | None = None           # null: model.head
     decision: str = "argmax"
     reuse: str | None = None                                  # apply `decision` to this strategy's model
 
@@ -32,6 +35,12 @@ class Strategy:
             check_choice(self.loss, LOSSES, f"{where}.loss")
         check_choice(self.sampler, SAMPLERS, f"{where}.sampler")
         check_choice(self.decision, DECISIONS, f"{where}.decision")
+        check_choice(self.schedule, SCHEDULES, f"{where}.schedule")
+        if self.schedule == "selective_undersample" and self.sampler != "none":
+            raise ParamError(f"{where}: schedule selective_undersample chooses its own training rows; "
+                             f"drop sampler: {self.sampler} (or set sampler: none)")
+        if self.reuse is not None and self.schedule != "standard":
+            raise ParamError(f"{where}: reuse trains nothing, so schedule: {self.schedule} has no effect; drop it")
         check_range(self.freeze, f"{where}.freeze", 0)
         if self.freeze and self.init == "scratch":
             raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")

@@ -121,13 +121,14 @@ def set_train_mode(model: nn.Module) -> None:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, input_size: int,
-                   batch_size: int = 256) -> np.ndarray:
-    """Logits for uint8 NHWC images, in order, with the model in eval mode."""
+                   batch_size: int = 256, *, embed: bool = False) -> np.ndarray:
+    """Logits (or, with ``embed``, the features the head sees) for uint8 NHWC images, in order, in eval mode."""
     model.eval()
+    forward = model.embed if embed else model
     out = []
     for start in range(0, len(images), batch_size):
         x = to_input(images[start:start + batch_size].to(device), input_size)
-        out.append(model(x).float().cpu())
+        out.append(forward(x).float().cpu())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).numpy()
@@ -145,9 +146,12 @@ def validation_scores(logits: np.ndarray, target: np.ndarray, class_names: Seque
 @dataclass
 class FitResult:
     state: dict[str, torch.Tensor]
-    best_epoch: int
+    best_epoch: int                        # counted from the schedule's start (epoch_offset included)
     epochs_run: int
     history: list[list]
+    steps: int = 0                         # optimiser steps this fit ran
+    best_score: tuple[float, float] = (0.0, 0.0)   # (validation per-class accuracy, -cross entropy) of the state
+    details: dict = field(default_factory=dict)    # what a multi-phase schedule wants recorded
 
 
 def _is_better(scores: dict[str, float], best: dict | None) -> bool:
@@ -160,12 +164,16 @@ def _is_better(scores: dict[str, float], best: dict | None) -> bool:
 def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor,
         val_y: np.ndarray, *, params: TrainParams, sampler: str, sampling: SamplingParams, seed: int,
         input_size: int, class_names: Sequence[str], device: torch.device, name: str, log: Logger,
-        save_checkpoint: Callable[[dict], None] | None = None, checkpoint: dict | None = None) -> FitResult:
+        save_checkpoint: Callable[[dict], None] | None = None, checkpoint: dict | None = None,
+        step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
     """Train for params.epochs, evaluating on validation after each epoch and keeping the selected weights.
 
     ``checkpoint`` is the dict last given to ``save_checkpoint`` by an interrupted run
     with the same configuration; training continues after its epoch, and the logged
-    history is replayed through ``log`` first so the run's logs are complete.
+    history is replayed through ``log`` first so the run's logs are complete. A
+    schedule that calls ``fit`` several times passes the steps and epochs already run
+    as offsets, so logs and the selected epoch count from the schedule's start; the
+    learning-rate schedule restarts with each call.
     """
     model.to(device)
     loss_fn.to(device)
@@ -189,31 +197,35 @@ def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np
         for step_, key, value in checkpoint["history"]:
             record(step_, key, value)
 
+    def shifted(step_: int, key: str, value: float) -> None:
+        record(step_ + step_offset, key, value)
+
     for epoch in range(start_epoch, params.epochs):
-        torch.manual_seed(epoch_seed(seed, epoch))
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-        loader.sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(seed, epoch_offset + epoch))
+        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch_offset + epoch))
+        loader.sampler.set_epoch(epoch_offset + epoch)
         on_epoch = getattr(loss_fn, "on_epoch", None)
         if callable(on_epoch):
             on_epoch(epoch, params.epochs)
         step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, labels, device, input_size=input_size,
                                flip=params.flip, first_step=step,
                                lr_for_step=lambda s: lr_at(s, total_steps, params.lr, params.schedule),
-                               log=record, generator=generator, name=name)
+                               log=shifted, generator=generator, name=name)
         scores = validation_scores(predict_logits(model, val_x, device, input_size, params.eval_batch_size),
                                    val_y, class_names)
         for key, value in scores.items():
-            record(step - 1, key, value)
-        record(step - 1, "epoch", epoch + 1)
+            shifted(step - 1, key, value)
+        shifted(step - 1, "epoch", epoch_offset + epoch + 1)
         if params.select == "last" or _is_better(scores, best):
-            best = {"epoch": epoch + 1, "per_class_accuracy": scores["val/per_class_accuracy"],
+            best = {"epoch": epoch_offset + epoch + 1, "per_class_accuracy": scores["val/per_class_accuracy"],
                     "cross_entropy": scores["val/cross_entropy"],
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if save_checkpoint is not None:
             save_checkpoint({"epoch": epoch + 1, "step": step, "best": best, "history": history,
                              "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     assert best is not None
-    return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history)
+    return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history,
+                     steps=step, best_score=(best["per_class_accuracy"], -best["cross_entropy"]))
 
 
 def resolve_device(name: object) -> torch.device:

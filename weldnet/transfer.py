@@ -73,3 +73,22 @@ def load_imagenet_alexnet() -> dict[str, torch.Tensor]:
         raise DataError(f"init: imagenet needs torchvision's AlexNet weights at {path}; place "
                         f"{IMAGENET_ALEXNET} there (or set TORCH_HOME), nothing is downloaded at run time")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def retrain_output_layer(model: nn.Module) -> str:
+    """Re-initialise the last linear layer of ``model.classifier`` and freeze every other parameter.
+
+    Classifier re-training (Kang et al. 2020): the representation stays as learned,
+    batch norms included (the training loop keeps frozen ones in eval mode), and only
+    the output layer learns again. Returns the re-initialised layer's name.
+    """
+    names = [name for name, module in model.classifier.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ParamError("schedule crt needs a model whose classifier ends in a linear layer")
+    output = model.classifier.get_submodule(names[-1])
+    for param in model.parameters():
+        param.requires_grad_(False)
+    output.reset_parameters()
+    for param in output.parameters():
+        param.requires_grad_(True)
+    return f"classifier.{names[-1]}"

@@ -1,0 +1,114 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from weldnet.config import ParamError, build
+from weldnet.losses import LossParams, build_loss
+from weldnet.models import ModelParams, build_model
+from weldnet.sampling import SamplingParams
+from weldnet.schedules import SCHEDULES, Run, ScheduleParams
+from weldnet.strategy import Strategy
+from weldnet.training import TrainParams
+
+
+class Interrupted(Exception):
+    pass
+
+
+def tiny_data():
+    """Bright-square photos (class 1) among plain ones (class 0), 16x16 uint8 NHWC, 85% class 0."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 60, size=(80, 16, 16, 3), dtype=np.uint8)
+    y = np.array([0] * 68 + [1] * 12)
+    x[y == 1, 4:12, 4:12] = 250
+    return torch.from_numpy(x), y
+
+
+def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None):
+    """Train one seed with schedule ``name``; checkpoints go to ``store`` (a dict), the log to a list."""
+    x, y = tiny_data()
+    torch.manual_seed(0)
+    model = build_model(ModelParams(width=4, input_size=16), 2)
+    logs: list = []
+    store = {} if store is None else store
+
+    def log(step, key, value):
+        if stop_after_logs is not None and len(logs) >= stop_after_logs:
+            raise Interrupted
+        logs.append((step, key, value))
+
+    def checkpoints(phase):
+        # a deep copy, as torch.save would write: the live history and weights keep changing
+        return (lambda state: store.__setitem__(phase, copy.deepcopy(state)),
+                lambda: store.get(phase))
+
+    run = Run(x, y, x, y, params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
+              sampling=SamplingParams(target_ratio=0.6), seed=0, input_size=16, class_names=["a", "b"],
+              device=torch.device("cpu"), name=name, log=log,
+              make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints)
+    return SCHEDULES[name](model, run, spec), logs, model
+
+
+def test_selective_undersample_runs_rounds_until_nothing_is_set_aside():
+    spec = ScheduleParams(selective_undersample=build(ScheduleParams, None, "s").selective_undersample)
+    result, logs, _ = run_schedule("selective_undersample", spec)
+    rounds = result.details["rounds"]
+    assert rounds[0]["counts"] == [18, 12] and rounds[0]["set_aside"] == 50       # 12 * 0.6 / 0.4 = 18
+    assert rounds[-1]["set_aside"] == 0
+    for before, now in zip(rounds, rounds[1:]):
+        assert now["set_aside"] == before["set_aside"] - now["arrived"]
+        assert now["counts"][1] == 12                                 # flawed photos are never dropped
+        assert now["counts"][0] <= 18                                 # class 0 back at (or under) its quota
+        assert now["arrived"] == min(before["set_aside"], int(np.ceil(0.5 * sum(before["counts"]))))
+    epochs = [v for _, k, v in logs if k == "epoch"]
+    assert epochs == list(range(1, 2 + 3 * (len(rounds) - 1) + 1))    # 2 first epochs, then 3 per round
+    steps = [s for s, k, _ in logs if k == "train/loss"]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)   # one global step count across rounds
+    assert 1 <= result.best_epoch <= epochs[-1]
+
+
+def test_max_rounds_stops_early():
+    spec = build(ScheduleParams, {"selective_undersample": {"max_rounds": 1}}, "schedules")
+    result, _, _ = run_schedule("selective_undersample", spec)
+    assert len(result.details["rounds"]) == 2 and result.details["rounds"][-1]["set_aside"] > 0
+
+
+@pytest.mark.parametrize("name", ["selective_undersample", "crt"])
+def test_an_interrupted_schedule_resumes_to_the_same_weights(name):
+    spec = ScheduleParams()
+    whole, whole_logs, _ = run_schedule(name, spec)
+    store: dict = {}
+    with pytest.raises(Interrupted):
+        run_schedule(name, spec, store, stop_after_logs=len(whole_logs) * 2 // 3)
+    resumed, resumed_logs, _ = run_schedule(name, spec, store)
+    assert resumed.best_epoch == whole.best_epoch
+    assert resumed_logs == whole_logs
+    for key in whole.state:
+        assert torch.equal(whole.state[key], resumed.state[key]), key
+
+
+def test_crt_retrains_only_the_output_layer():
+    result, logs, model = run_schedule("crt", ScheduleParams())
+    representation = {k: v for k, v in result.state.items() if not k.startswith("classifier.")}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.2.weight", "classifier.2.bias"}
+    assert result.best_epoch > 2                                     # chosen within the re-training epochs
+    assert result.details["representation_epoch"] in (1, 2)
+    # the frozen representation, batch-norm statistics included, is the one the first phase selected
+    first, _, _ = run_schedule("standard", ScheduleParams())
+    for key, value in representation.items():
+        assert torch.equal(value, first.state[key]), key
+    assert not torch.equal(result.state["classifier.2.weight"], first.state["classifier.2.weight"])
+
+
+def test_strategy_schedule_checks():
+    with pytest.raises(ParamError, match="valid: standard, selective_undersample, crt"):
+        build(Strategy, {"schedule": "rounds"}, "strategies.x")
+    with pytest.raises(ParamError, match="drop sampler: oversample"):
+        build(Strategy, {"schedule": "selective_undersample", "sampler": "oversample"}, "strategies.x")
+    with pytest.raises(ParamError, match="reuse trains nothing"):
+        build(Strategy, {"schedule": "crt", "reuse": "baseline"}, "strategies.x")
+    with pytest.raises(ParamError, match="schedules.crt.sampler"):
+        build(ScheduleParams, {"crt": {"sampler": "uniform"}}, "schedules")

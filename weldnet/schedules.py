@@ -1,0 +1,178 @@
+"""The schedule axis of the training strategies: how a seed's training run is laid out in phases.
+
+- ``standard``: one ``fit`` over ``train.epochs`` with the strategy's sampler.
+- ``selective_undersample``: the report's section 6.4.5 (Zhou & Liu 2005): train on
+  an under-sampled set, then rounds that bring in set-aside default-class photos
+  and drop them by the redundant, boundary and random rules
+  (``weldnet.selective``), each round followed by ``round_epochs`` more epochs.
+- ``crt``: classifier re-training (Kang et al. 2020): a standard run learns the
+  representation, then the output layer is re-initialised and trained alone, with
+  class-balanced sampling, on the frozen network.
+
+Every phase checkpoints under its own name, so an interrupted run resumes at the
+epoch it reached. The model is selected by validation per-class accuracy across
+all phases (``train.select: best_val``), except that ``crt`` selects within its
+re-training phase, the classifier it exists to produce.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from weldnet.config import check_choice, check_range
+from weldnet.sampling import SAMPLERS, SamplingParams
+from weldnet.selective import initial_set, selection_round
+from weldnet.training import FitResult, Logger, TrainParams, fit, predict_logits
+from weldnet.transfer import retrain_output_layer
+
+# seeds the selective under-sampling draws apart from the training randomness
+_SELECT_STREAM = 0x5E1E
+
+
+@dataclass(frozen=True)
+class SelectiveParams:
+    growth: float = 0.5             # each round brings in this share of the current set's size
+    round_epochs: int = 3           # epochs trained after each round
+    max_rounds: int | None = None   # null: until no default-class photo is left set aside
+
+    def validate(self, where: str) -> None:
+        check_range(self.growth, f"{where}.growth", 0.0, low_open=True)
+        check_range(self.round_epochs, f"{where}.round_epochs", 1)
+        if self.max_rounds is not None:
+            check_range(self.max_rounds, f"{where}.max_rounds", 0)
+
+
+@dataclass(frozen=True)
+class CrtParams:
+    epochs: int = 5                 # epochs re-training the output layer
+    lr: float | None = None         # null: train.lr
+    sampler: str = "class_balanced"
+
+    def validate(self, where: str) -> None:
+        check_range(self.epochs, f"{where}.epochs", 1)
+        if self.lr is not None:
+            check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_choice(self.sampler, SAMPLERS, f"{where}.sampler")
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """The ``schedules`` section of params.yaml."""
+
+    selective_undersample: SelectiveParams = field(default_factory=SelectiveParams)
+    crt: CrtParams = field(default_factory=CrtParams)
+
+    def validate(self, where: str) -> None:
+        self.selective_undersample.validate(f"{where}.selective_undersample")
+        self.crt.validate(f"{where}.crt")
+
+
+Checkpoints = Callable[[str], tuple[Callable[[dict], None], Callable[[], dict | None]]]
+
+
+@dataclass
+class Run:
+    """One seed's training inputs, shared by every schedule."""
+
+    train_x: torch.Tensor
+    train_y: np.ndarray
+    val_x: torch.Tensor
+    val_y: np.ndarray
+    params: TrainParams
+    sampler: str
+    sampling: SamplingParams
+    seed: int
+    input_size: int
+    class_names: Sequence[str]
+    device: torch.device
+    name: str
+    log: Logger
+    make_loss: Callable[[list[int]], nn.Module]     # class counts of the rows trained on -> loss
+    checkpoints: Checkpoints                        # phase name ('' for the only one) -> (save, load)
+
+    def counts(self, rows: np.ndarray | None = None) -> list[int]:
+        labels = self.train_y if rows is None else self.train_y[rows]
+        return np.bincount(labels, minlength=len(self.class_names)).tolist()
+
+    def fit(self, model: nn.Module, phase: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
+            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
+        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``."""
+        x = self.train_x if rows is None else self.train_x[torch.from_numpy(rows)]
+        y = self.train_y if rows is None else self.train_y[rows]
+        save, load = self.checkpoints(phase)
+        return fit(model, self.make_loss(self.counts(rows)), x, y, self.val_x, self.val_y,
+                   params=params or self.params, sampler=sampler or self.sampler, sampling=self.sampling,
+                   seed=self.seed, input_size=self.input_size, class_names=self.class_names, device=self.device,
+                   name=self.name, log=self.log, save_checkpoint=save, checkpoint=load(),
+                   step_offset=step_offset, epoch_offset=epoch_offset)
+
+
+def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
+    return run.fit(model, "")
+
+
+def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
+    """Zhou & Liu's rounds; the selected weights are the best of every epoch of every round."""
+    s, target = spec.selective_undersample, run.sampling.target_ratio
+    train, pool = initial_set(run.train_y, target, np.random.default_rng([run.seed, _SELECT_STREAM]))
+    print(f"  round 0: {len(train)} photos ({run.counts(train)}), {len(pool)} set aside")
+    results = [run.fit(model, "round-0", rows=train)]
+    steps, epochs = results[0].steps, run.params.epochs
+    rounds: list[dict] = [{"round": 0, "counts": run.counts(train), "set_aside": len(pool)}]
+    round_params = replace(run.params, epochs=s.round_epochs)
+
+    def classify(rows: np.ndarray) -> np.ndarray:
+        return predict_logits(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
+                              run.params.eval_batch_size).argmax(axis=1)
+
+    def embed(rows: np.ndarray) -> np.ndarray:
+        return predict_logits(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
+                              run.params.eval_batch_size, embed=True)
+
+    number = 1
+    while len(pool) and (s.max_rounds is None or number <= s.max_rounds):
+        done = selection_round(train, pool, run.train_y, growth=s.growth, target_ratio=target,
+                               rng=np.random.default_rng([run.seed, _SELECT_STREAM, number]),
+                               classify=classify, embed=embed)
+        train, pool = done.train, done.pool
+        rounds.append({"round": number, "arrived": done.arrived, "dropped_correct": done.dropped_correct,
+                       "dropped_boundary": done.dropped_boundary, "dropped_random": done.dropped_random,
+                       "counts": run.counts(train), "set_aside": len(pool)})
+        print(f"  round {number}: {done.arrived} arrived, dropped {done.dropped_correct} correctly classified, "
+              f"{done.dropped_boundary} boundary, {done.dropped_random} random; {len(train)} photos, "
+              f"{len(pool)} set aside")
+        results.append(run.fit(model, f"round-{number}", rows=train, params=round_params,
+                               step_offset=steps, epoch_offset=epochs))
+        steps, epochs = steps + results[-1].steps, epochs + s.round_epochs
+        number += 1
+    chosen = max(results, key=lambda r: r.best_score) if run.params.select == "best_val" else results[-1]
+    history = [entry for r in results for entry in r.history]
+    return FitResult(state=chosen.state, best_epoch=chosen.best_epoch, epochs_run=epochs, history=history,
+                     steps=steps, best_score=chosen.best_score, details={"rounds": rounds})
+
+
+def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
+    """Learn the representation with the strategy's own sampler, then re-train the output layer alone."""
+    c = spec.crt
+    first = run.fit(model, "representation")
+    model.load_state_dict(first.state)
+    torch.manual_seed(run.seed)
+    reset = retrain_output_layer(model)
+    print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
+    second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
+                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs)
+    return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
+                     history=first.history + second.history, steps=first.steps + second.steps,
+                     best_score=second.best_score,
+                     details={"representation_epoch": first.best_epoch})
+
+
+SCHEDULES: dict[str, Callable[[nn.Module, Run, ScheduleParams], FitResult]] = {
+    "standard": standard,
+    "selective_undersample": selective_undersample,
+    "crt": crt,
+}
