@@ -42,21 +42,24 @@ def training_curves(live: Path, strategies: list[str], out: Path) -> None:
               ("val/cross_entropy", "validation cross entropy"),
               ("val/per_class_accuracy", "validation per-class accuracy")]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2))
+    palette = plt.get_cmap("tab20").colors
     for ax, (metric, title) in zip(axes, panels):
-        for name in strategies:
+        for index, name in enumerate(strategies):
             curve = read_curve(live, name, metric)
             if curve is None:
                 continue
             values = curve["value"].to_numpy(dtype=float)
             if metric == "train/loss":
                 values = smooth(values, 20)
-            ax.plot(curve["step"], values, label=name, marker=None if metric == "train/loss" else "o", ms=3)
+            # 20 colours, then the same colours dashed: every strategy stays tellable apart
+            ax.plot(curve["step"], values, label=name, marker=None if metric == "train/loss" else "o", ms=3,
+                    color=palette[index % len(palette)], ls="-" if index < len(palette) else "--")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[-1].axhline(0.5, color="grey", ls=":", lw=1)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
 
