@@ -68,7 +68,8 @@ def automation_scores(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.n
 def aggregate(per_seed: list[dict], class_names: list[str]) -> dict:
     """Mean over seeds of each metric, with its standard deviation when there are several seeds."""
     out: dict = {}
-    for key in ("per_class_accuracy", "accuracy", "cross_entropy", "automation", "automation_recall"):
+    for key in ("per_class_accuracy", "accuracy", "cross_entropy", "automation", "automation_recall",
+                "val_per_class_accuracy"):
         values = np.array([s[key] for s in per_seed], dtype=float)
         out[key] = float(values.mean())
         if len(values) > 1:
@@ -164,6 +165,8 @@ def main() -> None:
             val_probs, probs = both[:len(val_logits)], both[len(val_logits):]
             scores = score(probs, test_y, class_names)
             scores.update(automation_scores(val_probs, val_y, probs, test_y, spec.target_recall))
+            # what a sweep should choose by: the same decision, scored on validation
+            scores["val_per_class_accuracy"] = per_class_accuracy(val_probs.argmax(axis=1), val_y, len(class_names))
             per_seed.append(scores)
             pooled_pred.append(probs.argmax(axis=1))
             fitted.append(info)

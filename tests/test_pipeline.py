@@ -72,7 +72,7 @@ def test_repro_runs_every_stage_then_nothing(repo: Path):
     assert set(evaluate) == {"baseline", "threshold", "bayesian", "selective_undersample", "crt"}
     for result in evaluate.values():
         assert {"per_class_accuracy", "accuracy", "cross_entropy", "collapsed", "recall", "automation",
-                "per_class_accuracy_std", "automation_std"} <= set(result)
+                "per_class_accuracy_std", "automation_std", "val_per_class_accuracy"} <= set(result)
         assert len(result["best_epoch"]) == 2                      # one per seed
         assert set(result["recall"]) == {"clamp_detected", "no_clamp"}
         assert 0.0 <= result["per_class_accuracy"] <= 1.0
