@@ -77,3 +77,19 @@ def test_a_balanced_set_after_the_redundant_rule_loses_nothing_more():
                            classify=lambda rows: np.zeros(len(rows), dtype=int), embed=lambda rows: features[rows])
     assert done.dropped_correct == 3 and done.dropped_boundary == done.dropped_random == 0
     assert done.train.tolist() == [0, 44, 45, 46, 47] and len(done.pool) == 0
+
+
+def test_boundary_rows_in_chunks_match_the_whole_distance_matrix():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(300, 5))
+    labels = (rng.random(300) < 0.3).astype(int)
+    whole = boundary_rows(features, labels, chunk=1000)
+    chunked = boundary_rows(features, labels, chunk=7)
+    assert len(whole[0]) > 0
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    np.testing.assert_allclose(whole[1], chunked[1])
+    # against a direct nearest-neighbour search
+    distance = np.linalg.norm(features[:, None] - features[None], axis=2)
+    np.fill_diagonal(distance, np.inf)
+    expected = {i for i in range(300) if labels[i] == 0 and labels[distance[i].argmin()] != 0}
+    assert set(whole[0].tolist()) == expected

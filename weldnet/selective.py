@@ -42,7 +42,7 @@ def initial_set(labels: np.ndarray, target_ratio: float, rng: np.random.Generato
     return np.sort(np.concatenate([default[:keep], minority])), default[keep:]
 
 
-def boundary_rows(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def boundary_rows(features: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Class-0 rows whose nearest other row (Euclidean) has another label, nearest first, with that distance.
 
     Returns (positions into ``features``, distances). Ties in distance keep the
@@ -53,11 +53,16 @@ def boundary_rows(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     if len(features) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     squared = (features ** 2).sum(axis=1)
-    distance = squared[:, None] + squared[None, :] - 2.0 * features @ features.T
-    np.fill_diagonal(distance, np.inf)
-    nearest = distance.argmin(axis=1)
+    nearest = np.empty(len(features), dtype=np.int64)
+    nearest_sq = np.empty(len(features))
+    for start in range(0, len(features), chunk):          # chunk x n distances at a time: bounded memory
+        block = squared[start:start + chunk, None] + squared[None, :] \
+            - 2.0 * features[start:start + chunk] @ features.T
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+        nearest[start:start + chunk] = block.argmin(axis=1)
+        nearest_sq[start:start + chunk] = block[np.arange(len(block)), nearest[start:start + chunk]]
     rows = np.flatnonzero((labels == 0) & (labels[nearest] != 0))
-    gap = np.sqrt(np.maximum(distance[rows, nearest[rows]], 0.0))
+    gap = np.sqrt(np.maximum(nearest_sq[rows], 0.0))
     order = np.lexsort((rows, gap))
     return rows[order], gap[order]
 
