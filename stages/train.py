@@ -57,6 +57,21 @@ class DvcLiveLog:
         self.live.end()
 
 
+def code_digest() -> str:
+    """Digest of the training code (this stage and the weldnet library).
+
+    Part of every checkpoint's fingerprint: after a code change, dvc re-runs the
+    stage and a checkpoint written by the old code, even a finished one, is not
+    resumed from.
+    """
+    digest = hashlib.sha256()
+    library = Path(__file__).resolve().parents[1] / "weldnet"
+    for path in [Path(__file__).resolve(), *sorted(library.glob("*.py"))]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def checkpoint_io(path: Path, fingerprint: str):
     def save(state: dict) -> None:
         tmp = path.with_suffix(".tmp")
@@ -148,6 +163,7 @@ def main() -> None:
               "model": vars(model_params), "train": vars(train_params), "losses": params.get("losses"),
               "sampling": vars(sampling), "classes": class_names, "train_counts": counts,
               "device": str(device)}
+    code = code_digest()
     split_digest = hashlib.sha256(args.split.read_bytes()).hexdigest()
     if strategy.init == "redbox" and args.pretrained.exists():
         split_digest += hashlib.sha256(args.pretrained.read_bytes()).hexdigest()
@@ -159,7 +175,7 @@ def main() -> None:
         torch.manual_seed(seed)
         model = build_model(model_params, len(class_names))
         initialise(model, strategy, args.pretrained)
-        fingerprint = hashlib.sha256(json.dumps([config, seed, split_digest], sort_keys=True,
+        fingerprint = hashlib.sha256(json.dumps([config, seed, split_digest, code], sort_keys=True,
                                                 default=str).encode()).hexdigest()
         log = DvcLiveLog(args.live / f"seed-{seed}")
         run = Run(train_x, train_y, val_x, val_y, params=train_params, sampler=strategy.sampler, sampling=sampling,

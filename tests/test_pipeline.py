@@ -148,3 +148,22 @@ def test_a_killed_training_run_resumes_and_ends_with_the_same_model(repo: Path):
     loss_whole = (repo / "live-whole/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
     loss_again = (repo / "live-killed/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert loss_whole == loss_again  # the replayed log: every step once, same values
+
+
+def test_a_finished_checkpoint_from_other_code_is_not_resumed(repo: Path):
+    """dvc re-runs train after a library change; the stage must retrain, not reload the old run's checkpoint."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    command = [sys.executable, "-m", "stages.train", "--strategy", "baseline", "--split", "data/split.csv",
+               "--shards", "data/processed", "--out", "out-code", "--live", "live-code",
+               "--checkpoints", "ckpt-code", "--pretrained", "models/pretrain/redbox.pt"]
+    run(command, repo)
+    assert "resuming from" in run(command, repo).stdout          # same code: the finished run is reused
+    losses = repo / "weldnet" / "losses.py"
+    original = losses.read_text()
+    try:
+        losses.write_text(original + "\n# a change to the training code\n")
+        again = run(command, repo).stdout
+        assert "resuming from" not in again
+        assert "written by another configuration; starting afresh" in again
+    finally:
+        losses.write_text(original)
