@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from weldnet.selective import boundary_rows, initial_set, majority_quota, selection_round
+from weldnet.sampling import majority_quota
+from weldnet.selective import boundary_rows, initial_set, selection_round
 
 
 def test_initial_set_keeps_every_minority_row_and_the_class0_quota():

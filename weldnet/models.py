@@ -57,12 +57,11 @@ class NormedLinear(nn.Linear):
         return nn.functional.linear(nn.functional.normalize(x, dim=1), nn.functional.normalize(self.weight, dim=1))
 
 
+HEADS: dict[str, Callable[[int, int], nn.Linear]] = {"linear": nn.Linear, "normed": NormedLinear}
+
+
 def output_layer(head: str, in_features: int, out_features: int) -> nn.Linear:
-    if head == "normed":
-        return NormedLinear(in_features, out_features)
-    if head == "linear":
-        return nn.Linear(in_features, out_features)
-    raise ParamError(f"model.head: unknown head '{head}'; valid: linear, normed")
+    return HEADS[head](in_features, out_features)        # ModelParams.head has been validated
 
 
 class SmallCNN(nn.Module):

@@ -36,6 +36,11 @@ class SamplingParams:
         check_range(self.target_ratio, f"{where}.target_ratio", low=0.0, high=1.0, low_open=True, high_open=True)
 
 
+def majority_quota(minority: int, target_ratio: float) -> int:
+    """Class-0 examples that sit beside ``minority`` others at ``target_ratio``: ``round(m r / (1 - r))``."""
+    return int(round(minority * target_ratio / (1.0 - target_ratio)))
+
+
 def _class_rows(labels: np.ndarray) -> dict[int, np.ndarray]:
     return {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
 
@@ -74,7 +79,7 @@ def _undersample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
     r = params.target_ratio
     default = np.flatnonzero(labels == 0)
     minority = np.flatnonzero(labels != 0)
-    keep = int(round(len(minority) * r / (1.0 - r)))
+    keep = majority_quota(len(minority), r)
     if len(minority) == 0 or keep >= len(default):
         return rng.permutation(len(labels))
     kept = draw_rng.choice(default, size=keep, replace=False)

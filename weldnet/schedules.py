@@ -125,19 +125,16 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
     rounds: list[dict] = [{"round": 0, "counts": run.counts(train), "set_aside": len(pool)}]
     round_params = replace(run.params, epochs=s.round_epochs)
 
-    def classify(rows: np.ndarray) -> np.ndarray:
+    def predict(rows: np.ndarray, embed: bool = False) -> np.ndarray:
         return predict_logits(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
-                              run.params.eval_batch_size).argmax(axis=1)
-
-    def embed(rows: np.ndarray) -> np.ndarray:
-        return predict_logits(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
-                              run.params.eval_batch_size, embed=True)
+                              run.params.eval_batch_size, embed=embed)
 
     number = 1
     while len(pool) and (s.max_rounds is None or number <= s.max_rounds):
         done = selection_round(train, pool, run.train_y, growth=s.growth, target_ratio=target,
                                rng=np.random.default_rng([run.seed, _SELECT_STREAM, number]),
-                               classify=classify, embed=embed)
+                               classify=lambda rows: predict(rows).argmax(axis=1),
+                               embed=lambda rows: predict(rows, embed=True))
         train, pool = done.train, done.pool
         rounds.append({"round": number, "arrived": done.arrived, "dropped_correct": done.dropped_correct,
                        "dropped_boundary": done.dropped_boundary, "dropped_random": done.dropped_random,

@@ -24,10 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def majority_quota(minority: int, target_ratio: float) -> int:
-    """Class-0 examples that sit beside ``minority`` others at ``target_ratio`` (same rounding as undersample)."""
-    return int(round(minority * target_ratio / (1.0 - target_ratio)))
+from weldnet.sampling import majority_quota
 
 
 def initial_set(labels: np.ndarray, target_ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
