@@ -30,16 +30,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages.audit import load_thumbnails
-from stages.generate import GenerateSpec, RigCounts, RigShares, generate
-from stages.ingest import read_photos
-from weldnet.audit import AuditParams, flag_matrix, true_mislabelled
+from weldnet.photos import load_thumbnails
+from weldnet.params import GenerateSpec, RigCounts, RigShares
+from weldnet.export import generate
+from weldnet.ingest_files import read_photos
+from weldnet.params import AuditParams
+from weldnet.audit import flag_matrix, true_mislabelled
 from weldnet.audit_run import audit_task, fit_rig_models
 from weldnet.config import build
 from weldnet.flags import FLAGS, parse_flags
 from weldnet.images import PhotoInfo
 from weldnet.ingest import build_manifest, check_rows, decode_labels, parse_label_table
-from weldnet.tasks import TaskSpec
+from weldnet.params import TaskSpec
 
 TASKS = {
     "clamp_detection": TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]}),

@@ -13,7 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages.generate import GenerateSpec, RigCounts, generate
+from weldnet.params import GenerateSpec, RigCounts
+from weldnet.export import generate
 
 
 def _cpu_seconds() -> float:

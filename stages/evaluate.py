@@ -12,92 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from stages.validate import load_checked_params
-from weldnet.config import DataError, build, check_range, run_stage
-from weldnet.decisions import DecisionParams, apply_decision, automation, automation_threshold
-from weldnet.metrics import accuracy, bootstrap_interval, class_recall, cross_entropy, is_collapsed, per_class_accuracy
-from weldnet.models import ModelParams, build_model
-from weldnet.strategy import validate_study
+from weldnet.class_stats import priors as class_priors
+from weldnet.config import DataError, build, run_stage
+from weldnet.data import load_split_images, read_split
+from weldnet.decisions import apply_decision
+from weldnet.evaluation import aggregate, automation_scores, score, summary_table
+from weldnet.metrics import bootstrap_interval, per_class_accuracy
+from weldnet.models import build_model
+from weldnet.params import ModelParams, load_checked_params
 from weldnet.training import predict_logits, resolve_device
-
-from stages.train import load_split_images
-
-SUMMARY_COLUMNS = (("per_class_accuracy", "per-class acc."), ("accuracy", "accuracy"),
-                   ("cross_entropy", "cross entropy"), ("automation", "automation"),
-                   ("automation_recall", "flawed recall"))
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    bootstrap: int = 1000
-    seed: int = 0
-    target_recall: float = 0.95
-    tau_grid: list[float] = field(default_factory=lambda: DecisionParams().tau_grid)
-
-    def validate(self, where: str) -> None:
-        check_range(self.bootstrap, f"{where}.bootstrap", 10)
-        check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True)
-        DecisionParams(self.tau_grid).validate(where)
-
-
-def score(probs: np.ndarray, target: np.ndarray, class_names: list[str]) -> dict:
-    pred = probs.argmax(axis=1)
-    recall = class_recall(pred, target, len(class_names))
-    return {"per_class_accuracy": per_class_accuracy(pred, target, len(class_names)),
-            "accuracy": accuracy(pred, target),
-            "cross_entropy": cross_entropy(probs, target),
-            "collapsed": is_collapsed(pred),
-            "recall": {name: float(r) for name, r in zip(class_names, recall)}}
-
-
-def automation_scores(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray,
-                      target_recall: float) -> dict:
-    """Clear photos whose flaw probability 1 - p(default class) is below a threshold set on validation."""
-    threshold = automation_threshold(1.0 - val_probs[:, 0], val_y != 0, target_recall)
-    cleared, recall = automation(1.0 - test_probs[:, 0], test_y != 0, threshold)
-    return {"automation": cleared, "automation_recall": recall, "automation_threshold": threshold}
-
-
-def aggregate(per_seed: list[dict], class_names: list[str]) -> dict:
-    """Mean over seeds of each metric, with its standard deviation when there are several seeds."""
-    out: dict = {}
-    for key in ("per_class_accuracy", "accuracy", "cross_entropy", "automation", "automation_recall",
-                "val_per_class_accuracy"):
-        values = np.array([s[key] for s in per_seed], dtype=float)
-        out[key] = float(values.mean())
-        if len(values) > 1:
-            out[f"{key}_std"] = float(values.std(ddof=1))
-    collapsed = sum(s["collapsed"] for s in per_seed)
-    out["collapsed"] = collapsed * 2 >= len(per_seed)
-    out["collapsed_seeds"] = int(collapsed)
-    out["recall"] = {name: float(np.mean([s["recall"][name] for s in per_seed])) for name in class_names}
-    return out
-
-
-def summary_table(results: dict, target_recall: float) -> str:
-    """One Markdown table, strategy by metric, for a pull request."""
-    header = ["strategy", *(title for _, title in SUMMARY_COLUMNS), "95% interval", "collapsed", "epoch"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, r in results.items():
-        cells = [name]
-        for key, _ in SUMMARY_COLUMNS:
-            std = r.get(f"{key}_std")
-            cells.append(f"{r[key]:.3f}" + (f" ± {std:.3f}" if std is not None else ""))
-        low, high = r["per_class_accuracy_ci"]
-        cells += [f"[{low:.3f}, {high:.3f}]", f"{r['collapsed_seeds']}/{len(r['best_epoch'])}",
-                  ", ".join(str(e) for e in r["best_epoch"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nPer-class accuracy and accuracy on the test split, mean ± std over seeds; 95% bootstrap interval of "
-            f"per-class accuracy; automation: share of test photos cleared while keeping {target_recall:.0%} recall "
-            "on flawed photos (threshold set on validation), with the recall reached; epoch: selected checkpoint.\n")
-    return "\n".join(lines) + "\n" + note
 
 
 def main() -> None:
@@ -111,12 +40,11 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_checked_params()
-    study = validate_study(params)
-    spec = build(EvaluateParams, params.get("evaluate"), "evaluate")
-    decision_params = DecisionParams(spec.tau_grid)
-    device = resolve_device(params.get("device", "auto"))
+    study, spec = params.study, params.evaluate
+    decision_params = spec.decisions
+    device = resolve_device(params.device)
 
-    split = pd.read_csv(args.split)
+    split = read_split(args.split)
     test_images = split.loc[split["split"] == "test", "image"].to_numpy()
     val_y = split.loc[split["split"] == "val", "label"].to_numpy()
     test_y = split.loc[split["split"] == "test", "label"].to_numpy()
@@ -155,7 +83,7 @@ def main() -> None:
         if config.get("reuse"):
             config = {**read_config(config["reuse"]), "decision": decision}
         class_names = config["classes"]
-        priors = np.asarray(config["train_counts"], dtype=float) / sum(config["train_counts"])
+        priors = class_priors(config["train_counts"])
         per_seed, pooled_pred, fitted = [], [], []
         for seed_name in config["seeds"]:
             val_logits, test_logits = model_logits(config["strategy"], seed_name, config)

@@ -8,69 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from stages.validate import load_checked_params
-from weldnet.config import DataError, ParamError, build, check_choice, check_range, run_stage, section
-from weldnet.tasks import REMOVED, SPLITS, TaskSpec, assign_classes, impose_imbalance, stratified_split
-
-
-@dataclass(frozen=True)
-class ImbalanceParams:
-    seed: int = 0
-    split: dict[str, float] = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
-    ratio: float | None = 0.98
-
-    def validate(self, where: str) -> None:
-        if sorted(self.split) != sorted(SPLITS):
-            raise ParamError(f"{where}.split must have exactly the keys {', '.join(SPLITS)}; got {', '.join(self.split)}")
-        for name, share in self.split.items():
-            check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
-        if abs(sum(self.split.values()) - 1.0) > 1e-6:
-            raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
-        if self.ratio is not None:
-            check_range(self.ratio, f"{where}.ratio", 0.0, 1.0, low_open=True, high_open=True)
-
-
-def selected_task(params: dict) -> tuple[str, TaskSpec]:
-    tasks = section(params, "tasks")
-    if not isinstance(tasks, dict) or not tasks:
-        raise ParamError("tasks must map task names to {default, classes, rigs}; see README, Tasks")
-    name = section(params, "task")
-    check_choice(name, tasks, "task")
-    return name, build(TaskSpec, tasks[name], f"tasks.{name}")
-
-
-def split_table(manifest: pd.DataFrame, task: TaskSpec, spec: ImbalanceParams) -> pd.DataFrame:
-    rows = manifest[manifest["rig"].isin(task.rigs)].reset_index(drop=True)
-    labels = assign_classes(rows, task)
-    rng = np.random.default_rng(spec.seed)
-    split = stratified_split(labels, [spec.split[s] for s in SPLITS], rng)
-    split = impose_imbalance(labels, split, spec.ratio, rng)
-    names = np.asarray(task.class_names, dtype=object)
-    return pd.DataFrame({"image": rows["image"], "rig": rows["rig"], "label": labels,
-                         "class": names[labels], "split": split})
-
-
-def class_counts(table: pd.DataFrame, class_names: list[str]) -> dict[str, dict[str, int]]:
-    counts = {}
-    for split in (*SPLITS, REMOVED):
-        part = table[table["split"] == split]
-        counts[split] = {name: int((part["class"] == name).sum()) for name in class_names}
-    return counts
-
-
-def check_every_class_present(counts: dict[str, dict[str, int]], task_name: str, ratio: float | None) -> None:
-    for split in SPLITS:
-        empty = [name for name, n in counts[split].items() if n == 0]
-        if empty:
-            hint = "raise imbalance.ratio, " if split == "train" and ratio is not None else ""
-            raise ParamError(f"task '{task_name}': class '{empty[0]}' has no {split} case after the split; "
-                             f"{hint}grow the data set or merge classes in tasks.{task_name}")
+from weldnet.config import DataError, run_stage
+from weldnet.manifest import read_manifest
+from weldnet.params import SPLITS, load_checked_params
+from weldnet.tasks import REMOVED, check_every_class_present, class_counts, split_table
 
 
 def main() -> None:
@@ -81,10 +24,9 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_checked_params()
-    task_name, task = selected_task(params)
-    spec = build(ImbalanceParams, params.get("imbalance"), "imbalance")
+    task_name, task, spec = params.task, params.selected_task, params.imbalance
 
-    manifest = pd.read_csv(args.manifest)
+    manifest = read_manifest(args.manifest)
     if not manifest["rig"].isin(task.rigs).any():
         raise DataError(f"the manifest has no photo from rig(s) {', '.join(task.rigs)} used by task '{task_name}'")
     table = split_table(manifest, task, spec)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,49 +18,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from stages.validate import load_checked_params
-from weldnet.audit import drop_suspects
-from weldnet.config import DataError, build, check_range, run_stage
-from weldnet.flags import FLAGS
-from weldnet.models import ModelParams, build_model, resize_uint8
+from weldnet.config import DataError, run_stage
+from weldnet.live import DvcLiveLog
+from weldnet.manifest import read_manifest
+from weldnet.models import build_model, resize_uint8
+from weldnet.params import SamplingParams, load_checked_params
+from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
 from weldnet.shards import load_images, read_index
-from weldnet.sampling import SamplingParams
-from weldnet.training import (TrainParams, build_loader, build_optimizer, epoch_seed, lr_at, make_deterministic,
-                              predict_logits, resolve_device, train_one_epoch)
-
-from stages.train import DvcLiveLog
-
-
-@dataclass(frozen=True)
-class PretrainParams:
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 0.01
-    min_flag_count: int = 20
-    val_share: float = 0.15
-    seed: int = 0
-
-    def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
-        check_range(self.batch_size, f"{where}.batch_size", 1)
-        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
-        check_range(self.val_share, f"{where}.val_share", 0.0, 0.5, low_open=True)
-
-
-def common_flags(manifest: pd.DataFrame, min_count: int) -> list[str]:
-    return [f for f in FLAGS if f in manifest.columns and int(manifest[f].sum()) >= min_count]
-
-
-def balanced_accuracy_per_flag(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Mean of the recall on flagged and unflagged photos, per flag, at probability 0.5."""
-    pred = logits > 0
-    positive = targets > 0.5
-    recall_pos = np.array([pred[positive[:, j], j].mean() if positive[:, j].any() else np.nan
-                           for j in range(targets.shape[1])])
-    recall_neg = np.array([(~pred[~positive[:, j], j]).mean() if (~positive[:, j]).any() else np.nan
-                           for j in range(targets.shape[1])])
-    return (recall_pos + recall_neg) / 2
+from weldnet.training import (build_loader, build_optimizer, epoch_seed, lr_at, make_deterministic, predict_logits,
+                              resolve_device, train_one_epoch)
 
 
 def main() -> None:
@@ -73,18 +39,16 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_checked_params()
-    spec = build(PretrainParams, params.get("pretrain"), "pretrain")
-    model_params = build(ModelParams, params.get("model"), "model")
-    drop = bool((params.get("audit") or {}).get("drop_suspects", False))
-    device = resolve_device(params.get("device", "auto"))
+    spec, model_params = params.pretrain, params.model
+    device = resolve_device(params.device)
     make_deterministic(device)
 
-    manifest = pd.read_csv(args.manifest)
+    manifest = read_manifest(args.manifest)
     redbox = manifest[manifest["rig"] == "redbox"].reset_index(drop=True)
     if redbox.empty:
         raise DataError("the export has no Redbox photo to pretrain on; use strategies with init: scratch")
     dropped = 0
-    if drop:
+    if params.audit.drop_suspects:
         kept = drop_suspects(redbox, pd.read_csv(args.suspects), rigs=["redbox"])
         dropped = len(redbox) - len(kept)
         redbox = kept
@@ -92,10 +56,7 @@ def main() -> None:
     if not flags:
         raise DataError(f"no Redbox flag has {spec.min_flag_count} photos; lower pretrain.min_flag_count")
 
-    rng = np.random.default_rng(spec.seed)
-    order = rng.permutation(len(redbox))
-    n_val = max(1, int(round(spec.val_share * len(redbox))))
-    val_rows, train_rows = order[:n_val], order[n_val:]
+    val_rows, train_rows = validation_rows(len(redbox), spec.val_share, np.random.default_rng(spec.seed))
     targets = redbox[flags].to_numpy(dtype=np.float32)
     index = read_index(args.shards / "index.csv")
     images = resize_uint8(torch.from_numpy(load_images(index, args.shards, redbox["image"].tolist())),
@@ -105,8 +66,7 @@ def main() -> None:
     torch.manual_seed(spec.seed)
     model = build_model(model_params, len(flags)).to(device)
     loss_fn = nn.BCEWithLogitsLoss()
-    train_params = TrainParams(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
-    optimizer = build_optimizer(model, train_params)
+    optimizer = build_optimizer(model, spec)
     loader = build_loader(np.zeros(len(train_rows), dtype=np.int64), spec.batch_size, "none", spec.seed,
                           SamplingParams())
     train_x, train_y = images[train_rows], torch.from_numpy(targets[train_rows])
@@ -117,8 +77,8 @@ def main() -> None:
         torch.manual_seed(epoch_seed(spec.seed, epoch))
         loader.sampler.set_epoch(epoch)
         step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, train_y, device,
-                               input_size=model_params.input_size, flip=True, first_step=step,
-                               lr_for_step=lambda s: lr_at(s, total, spec.lr, "cosine"), log=log,
+                               input_size=model_params.input_size, flip=spec.flip, first_step=step,
+                               lr_for_step=lambda s: lr_at(s, total, spec.lr, spec.lr_schedule), log=log,
                                generator=torch.Generator().manual_seed(epoch_seed(spec.seed, epoch)),
                                name="pretrain")
         logits = predict_logits(model, images[val_rows], device, model_params.input_size)
@@ -129,7 +89,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out / "redbox.pt")
     report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped,
-              "model": vars(model_params),
+              "model": asdict(model_params),
               "val_balanced_accuracy": {f: float(b) for f, b in zip(flags, balanced)}}
     (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"validation balanced accuracy, mean over flags: {np.nanmean(balanced):.3f}")

@@ -9,86 +9,24 @@ configuration is run again after an interruption.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from stages.validate import load_checked_params
-from weldnet.config import DataError, build, run_stage
-from weldnet.losses import LossParams, build_loss
-from weldnet.models import ModelParams, build_model, resize_uint8
-from weldnet.sampling import SamplingParams
-from weldnet.schedules import SCHEDULES, Run, ScheduleParams
-from weldnet.shards import load_images, read_index
-from weldnet.strategy import Strategy, load_strategy, resolved_loss
-from weldnet.transfer import freeze_lower_layers, load_imagenet_alexnet, transfer_state
-from weldnet.training import TrainParams, make_deterministic, resolve_device
-
-
-def load_split_images(split: pd.DataFrame, shards: Path, name: str, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    rows = split[split["split"] == name]
-    index = read_index(shards / "index.csv")
-    images = load_images(index, shards, rows["image"].tolist())
-    return resize_uint8(torch.from_numpy(np.ascontiguousarray(images)), size), rows["label"].to_numpy()
-
-
-class DvcLiveLog:
-    """Adapter from the training loop's (step, name, value) calls to a dvclive run."""
-
-    def __init__(self, directory: Path):
-        from dvclive import Live
-
-        shutil.rmtree(directory, ignore_errors=True)
-        self.live = Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-
-    def __call__(self, step: int, name: str, value: float) -> None:
-        self.live.step = step
-        self.live.log_metric(name, value, plot=True)
-
-    def close(self) -> None:
-        self.live.make_summary()
-        self.live.end()
-
-
-def code_digest() -> str:
-    """Digest of the training code (this stage and the weldnet library).
-
-    Part of every checkpoint's fingerprint: after a code change, dvc re-runs the
-    stage and a checkpoint written by the old code, even a finished one, is not
-    resumed from.
-    """
-    digest = hashlib.sha256()
-    library = Path(__file__).resolve().parents[1] / "weldnet"
-    for path in [Path(__file__).resolve(), *sorted(library.glob("*.py"))]:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def checkpoint_io(path: Path, fingerprint: str):
-    def save(state: dict) -> None:
-        tmp = path.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, **state}, tmp)
-        os.replace(tmp, path)
-
-    def load() -> dict | None:
-        if not path.exists():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") != fingerprint:
-            print(f"  {path} was written by another configuration; starting afresh")
-            return None
-        print(f"  resuming from {path} after epoch {state['epoch']}")
-        return state
-
-    return save, load
+from weldnet.checkpoints import checkpoint_io, code_digest, file_digest, fingerprint
+from weldnet.config import DataError, run_stage
+from weldnet.data import class_names as split_class_names, load_split_images, read_split
+from weldnet.live import DvcLiveLog
+from weldnet.losses import build_loss
+from weldnet.models import build_model
+from weldnet.params import Strategy, load_checked_params
+from weldnet.schedules import SCHEDULES, Run
+from weldnet.training import make_deterministic, resolve_device
+from weldnet.transfer import initialise, load_imagenet_alexnet
 
 
 def write_reuse(out: Path, live: Path, name: str, strategy: Strategy) -> None:
@@ -102,20 +40,14 @@ def write_reuse(out: Path, live: Path, name: str, strategy: Strategy) -> None:
     print(f"strategy {name}: no training; evaluate applies '{strategy.decision}' to {strategy.reuse}'s model")
 
 
-def initialise(model: torch.nn.Module, strategy: Strategy, pretrained: Path) -> None:
-    """Copy pretrained layers and freeze the lowest ones, as the strategy's init axis says."""
+def pretrained_state(strategy: Strategy, pretrained: Path) -> dict[str, torch.Tensor] | None:
     if strategy.init == "scratch":
-        return
+        return None
     if strategy.init == "imagenet":
-        source = load_imagenet_alexnet()
-    else:
-        if not pretrained.exists():
-            raise DataError(f"{pretrained} not found; run the pretrain stage (dvc repro pretrain)")
-        source = torch.load(pretrained, map_location="cpu", weights_only=True)
-    copied = transfer_state(model, source, strategy.transfer)
-    frozen = freeze_lower_layers(model, strategy.freeze)
-    print(f"  init {strategy.init}: {len(copied)} tensors copied ({strategy.transfer}), "
-          f"{strategy.freeze} conv layer(s) frozen ({len(frozen)} tensors)")
+        return load_imagenet_alexnet()
+    if not pretrained.exists():
+        raise DataError(f"{pretrained} not found; run the pretrain stage (dvc repro pretrain)")
+    return torch.load(pretrained, map_location="cpu", weights_only=True)
 
 
 def main() -> None:
@@ -130,24 +62,22 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_checked_params()
-    strategy = load_strategy(params, args.strategy)
+    if args.strategy not in params.strategies:
+        raise DataError(f"--strategy {args.strategy!r} is not in params.yaml strategies; "
+                        f"valid: {', '.join(params.strategies)}")
+    strategy = params.strategies[args.strategy]
     if strategy.reuse is not None:
         args.checkpoints.mkdir(parents=True, exist_ok=True)
         write_reuse(args.out, args.live, args.strategy, strategy)
         return
-    loss_name = resolved_loss(strategy, params.get("loss"))
-    model_params = build(ModelParams, params.get("model"), "model")
-    if strategy.head is not None:
-        model_params = replace(model_params, head=strategy.head)
-    train_params = build(TrainParams, params.get("train"), "train")
-    loss_params = build(LossParams, params.get("losses"), "losses")
-    sampling = build(SamplingParams, params.get("sampling"), "sampling")
-    schedule_params = build(ScheduleParams, params.get("schedules"), "schedules")
-    device = resolve_device(params.get("device", "auto"))
+    loss_name = params.resolved_loss(args.strategy)
+    model_params = params.model if strategy.head is None else replace(params.model, head=strategy.head)
+    train_params, loss_params, sampling, schedule_params = params.train, params.losses, params.sampling, params.schedules
+    device = resolve_device(params.device)
     make_deterministic(device)
 
-    split = pd.read_csv(args.split)
-    class_names = list(split.drop_duplicates("label").sort_values("label")["class"])
+    split = read_split(args.split)
+    class_names = split_class_names(split)
     train_x, train_y = load_split_images(split, args.shards, "train", model_params.input_size)
     val_x, val_y = load_split_images(split, args.shards, "val", model_params.input_size)
     counts = np.bincount(train_y, minlength=len(class_names)).tolist()
@@ -160,13 +90,14 @@ def main() -> None:
               "schedule": strategy.schedule,
               "schedule_params": (asdict(getattr(schedule_params, strategy.schedule))
                                   if strategy.schedule != "standard" else None),
-              "model": vars(model_params), "train": vars(train_params), "losses": params.get("losses"),
-              "sampling": vars(sampling), "classes": class_names, "train_counts": counts,
+              "model": asdict(model_params), "train": asdict(train_params), "losses": asdict(loss_params),
+              "sampling": asdict(sampling), "classes": class_names, "train_counts": counts,
               "device": str(device)}
-    code = code_digest()
-    split_digest = hashlib.sha256(args.split.read_bytes()).hexdigest()
-    if strategy.init == "redbox" and args.pretrained.exists():
-        split_digest += hashlib.sha256(args.pretrained.read_bytes()).hexdigest()
+    code = code_digest(Path(__file__))
+    data_digest = file_digest(args.split)
+    source = pretrained_state(strategy, args.pretrained)
+    if strategy.init == "redbox":
+        data_digest += file_digest(args.pretrained)
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     args.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -174,16 +105,16 @@ def main() -> None:
     for seed in train_params.seeds:
         torch.manual_seed(seed)
         model = build_model(model_params, len(class_names))
-        initialise(model, strategy, args.pretrained)
-        fingerprint = hashlib.sha256(json.dumps([config, seed, split_digest, code], sort_keys=True,
-                                                default=str).encode()).hexdigest()
+        if source is not None:
+            print("  " + initialise(model, strategy, source))
+        run_fingerprint = fingerprint(config, seed, data_digest, code)
         log = DvcLiveLog(args.live / f"seed-{seed}")
         run = Run(train_x, train_y, val_x, val_y, params=train_params, sampler=strategy.sampler, sampling=sampling,
                   seed=seed, input_size=model_params.input_size, class_names=class_names, device=device,
                   name=args.strategy, log=log,
                   make_loss=lambda counts_: build_loss(loss_name, counts_, loss_params),
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
-                      args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", fingerprint))
+                      args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint))
         result = SCHEDULES[strategy.schedule](model, run, schedule_params)
         log.close()
         seed_dir = args.out / f"seed-{seed}"

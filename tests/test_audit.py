@@ -11,14 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from weldnet.audit import (
-    AuditParams, RateEstimate, confident_learning, draw_review_sample, drop_suspects, label_stats,
-    lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
-    task_class_probs, wilson_interval,
-)
+from weldnet.params import AuditParams
+from weldnet.audit import (RateEstimate, confident_learning, draw_review_sample, label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate, task_class_probs, wilson_interval)
+from weldnet.pretraining import drop_suspects
 from weldnet.config import DataError, ParamError, build
 from weldnet.flags import FLAGS
-from weldnet.tasks import TaskSpec
+from weldnet.params import TaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAMP = TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]})
@@ -247,7 +245,8 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def generated(tmp_path_factory) -> dict[float, Path]:
     """Two tiny exports of the same photos: Redbox labels clean, and with 40% of flawed photos
     recorded flagless (the generator's noise); the clean one takes its labels from the truth file."""
-    from stages.generate import GenerateSpec, RigCounts, RigShares, generate
+    from weldnet.params import GenerateSpec, RigCounts, RigShares
+    from weldnet.export import generate
 
     base = tmp_path_factory.mktemp("audit")
     noisy, clean = base / "noisy", base / "clean"

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from weldnet.config import ParamError
-from weldnet.decisions import DecisionParams, apply_decision, automation, automation_threshold, softmax
+from weldnet.params import DecisionParams
+from weldnet.decisions import apply_decision, automation, automation_threshold
+from weldnet.metrics import softmax
 
 
 def test_automation_threshold_by_hand():

@@ -12,7 +12,9 @@ import pytest
 from PIL import Image
 
 from conftest import params_yaml
-from stages.generate import GenerateSpec, RigCounts, RigShares, generate, main
+from weldnet.params import GenerateSpec, RigCounts, RigShares
+from weldnet.export import generate
+from stages.generate import main
 from weldnet.config import DataError, ParamError, build
 from weldnet.flags import FLAGS, PERFECT, RIG_TOTALS, RIGS, TABLE1, parse_flags, table1_share
 from weldnet.scene import FRAME, SOIL, WATER, frame_reach, render_scene, sample_layout, visible_share
@@ -202,7 +204,7 @@ def test_params_section_is_validated():
     assert spec.size == RigCounts(redbox=5, bluebox=0)
     bad = [({"size": {"redbox": -1, "bluebox": 0}}, "size.redbox"),
            ({"label_noise": {"redbox": 1.5, "bluebox": 0.0}}, "label_noise.redbox"),
-           ({"workers": 0}, "workers"),
+           ({"workers": -1}, "workers"),
            ({"size": {"redbox": 1}}, "bluebox"),
            ({"noise": 0.1}, "unknown key 'noise'")]
     for mapping, message in bad:

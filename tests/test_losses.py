@@ -7,9 +7,9 @@ import torch
 
 from weldnet import class_stats
 from weldnet.config import ParamError, build
-from weldnet.losses import (LOSSES, BayesianCrossEntropy, ClassBalancedCrossEntropy, CrossEntropy, FocalLoss,
-                            HingeLoss, LdamLoss, LogitAdjustedLoss, LossParams, WeightedCrossEntropy, build_loss,
-                            posthoc_logit_adjust, threshold_moving)
+from weldnet.losses import (LOSSES, BayesianCrossEntropy, ClassBalancedCrossEntropy, CrossEntropy, FocalLoss, HingeLoss, LdamLoss, LogitAdjustedLoss, WeightedCrossEntropy, build_loss)
+from weldnet.params import LossParams
+from weldnet.decisions import posthoc_logit_adjust, threshold_moving
 
 LOGITS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [1.0, -1.0, 0.0], [0.0, 3.0, 0.5], [-0.5, 0.0, 1.5]]
 TARGET = [0, 2, 0, 1, 2]

@@ -5,12 +5,15 @@ import pytest
 import torch
 
 from weldnet.config import ParamError, build
-from weldnet.losses import LossParams, build_loss
-from weldnet.models import ModelParams, build_model
-from weldnet.sampling import SamplingParams
-from weldnet.schedules import SCHEDULES, Run, ScheduleParams
-from weldnet.strategy import Strategy
-from weldnet.training import TrainParams
+from weldnet.params import LossParams
+from weldnet.losses import build_loss
+from weldnet.params import ModelParams
+from weldnet.models import build_model
+from weldnet.params import SamplingParams
+from weldnet.schedules import SCHEDULES, Run
+from weldnet.params import ScheduleParams
+from weldnet.params import Strategy
+from weldnet.params import TrainParams
 
 
 class Interrupted(Exception):

@@ -1,19 +1,30 @@
 import numpy as np
 import pytest
 
-from weldnet.sampling import majority_quota
+from weldnet.class_stats import majority_quota
+from weldnet.params import SamplingParams
+from weldnet.sampling import EpochSampler, draw_generator
 from weldnet.selective import boundary_rows, initial_set, selection_round
 
 
 def test_initial_set_keeps_every_minority_row_and_the_class0_quota():
     labels = np.array([0] * 100 + [1] * 6 + [2] * 4)
-    train, pool = initial_set(labels, 0.8, np.random.default_rng(0))
+    train, pool = initial_set(labels, 0.8, np.random.default_rng(0), np.random.default_rng(1))
     assert majority_quota(10, 0.8) == 40
     assert np.bincount(labels[train]).tolist() == [40, 6, 4]
     assert len(pool) == 60 and set(labels[pool]) == {0}
     assert not set(train) & set(pool) and len(set(train) | set(pool)) == len(labels)
-    again, _ = initial_set(labels, 0.8, np.random.default_rng(0))
+    again, _ = initial_set(labels, 0.8, np.random.default_rng(0), np.random.default_rng(1))
     assert np.array_equal(train, again)
+
+
+def test_round_zero_trains_on_exactly_the_undersample_strategys_photos():
+    labels = np.random.default_rng(5).permutation(np.array([0] * 300 + [1] * 20))
+    sampler = EpochSampler(labels, "undersample", 16, seed=3, params=SamplingParams(target_ratio=0.88))
+    train, _ = initial_set(labels, 0.88, draw_generator(3), np.random.default_rng(0))
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        assert sorted(iter(sampler)) == train.tolist()
 
 
 def test_boundary_rows_are_class0_rows_whose_nearest_neighbour_is_another_class_nearest_first():

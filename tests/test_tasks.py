@@ -4,8 +4,10 @@ import pytest
 
 from weldnet.config import ParamError, build
 from weldnet.flags import FLAGS
-from weldnet.tasks import REMOVED, SPLITS, TaskSpec, assign_classes, impose_imbalance, stratified_split
-from stages.imbalance import ImbalanceParams, check_every_class_present, class_counts, split_table
+from weldnet.tasks import REMOVED, assign_classes, impose_imbalance, stratified_split
+from weldnet.params import SPLITS, TaskSpec
+from weldnet.params import ImbalanceParams
+from weldnet.tasks import check_every_class_present, class_counts, split_table
 
 
 def flag_table(rows: list[list[str]]) -> pd.DataFrame:

@@ -6,10 +6,13 @@ import torch
 from torch import nn
 
 from weldnet.config import ParamError, TrainingError
-from weldnet.losses import LossParams, build_loss
-from weldnet.models import ModelParams, build_model
-from weldnet.sampling import SamplingParams
-from weldnet.training import TrainParams, build_loader, fit, lr_at, resolve_device
+from weldnet.params import LossParams
+from weldnet.losses import build_loss
+from weldnet.params import ModelParams
+from weldnet.models import build_model
+from weldnet.params import SamplingParams
+from weldnet.params import TrainParams
+from weldnet.training import build_loader, fit, lr_at, resolve_device
 
 
 def test_lr_schedules_by_hand():
@@ -138,6 +141,6 @@ def test_the_normed_head_outputs_cosines():
     assert isinstance(model.classifier[-1], NormedLinear)
     logits = model(torch.randn(5, 3, 16, 16))
     assert logits.shape == (5, 3) and logits.abs().max() <= 1.0 + 1e-6
-    with pytest.raises(ParamError, match="model.head: unknown value 'cosine'; valid: linear, normed"):
+    with pytest.raises(ParamError, match="model.head: unknown name 'cosine'; valid: linear, normed"):
         from weldnet.config import build
         build(ModelParams, {"head": "cosine"}, "model")

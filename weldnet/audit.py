@@ -30,9 +30,10 @@ from cleanlab.filter import find_label_issues
 from PIL import Image, ImageDraw
 from sklearn.metrics import roc_auc_score
 
-from weldnet.config import DataError, ParamError, check_range
+from weldnet.config import DataError
 from weldnet.flags import FLAGS, TABLE1, RIGS, parse_flags
-from weldnet.tasks import TaskSpec, assign_classes
+from weldnet.params import TaskSpec
+from weldnet.tasks import assign_classes
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -43,53 +44,6 @@ VERDICT_FLAWED = "flawed"
 CONFIDENT_LEARNING = "confident_learning"
 REVIEW_SHEET = "review_sheet"
 NOT_ESTIMABLE = "not_estimable"
-
-
-@dataclass(frozen=True)
-class AuditParams:
-    """The ``audit`` section of params.yaml."""
-
-    seed: int = 0
-    review_size: int = 50            # flagless photos drawn per rig for the review sheet
-    review_sheet: str | None = None  # a filled-in review sheet (CSV) or null
-    thumb_size: int = 64             # side of the square thumbnails the cheap model sees
-    sheet_thumb: int = 160           # longest side of a thumbnail on a contact sheet
-    folds: int = 3                   # k of the k-fold cross-validation
-    epochs: int = 20                 # training epochs of each fold's model
-    batch_size: int = 64
-    learning_rate: float = 0.003     # peak of the one-cycle schedule (AdamW)
-    weight_decay: float = 0.0001     # AdamW weight decay
-    warmup: float = 0.2              # share of the steps over which the learning rate rises
-    width: int = 16                  # channels of the first convolution of the cheap CNN
-    min_flag_count: int = 20         # flags with fewer photos (with or without) on a rig are not modelled
-    min_class_count: int = 20        # a class with fewer photos on a rig is not estimable there
-    min_auc: float = 0.75            # below this worst-class out-of-fold AUC the model cannot see the task
-    bootstrap: int = 100             # resamples for the automatic estimate's interval
-    suspects_sheet: int = 40         # suspects shown on each contact sheet
-    cross_rig_threshold: float = 0.5  # probability from which the Bluebox model predicts a flag
-    workers: int = 2                 # processes decoding thumbnails and training folds
-    drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
-
-    def validate(self, where: str) -> None:
-        check_range(self.review_size, f"{where}.review_size", 0)
-        check_range(self.thumb_size, f"{where}.thumb_size", 16, 256)
-        check_range(self.sheet_thumb, f"{where}.sheet_thumb", 32, 512)
-        check_range(self.folds, f"{where}.folds", 2, 20)
-        check_range(self.epochs, f"{where}.epochs", 1, 200)
-        check_range(self.batch_size, f"{where}.batch_size", 1, 4096)
-        check_range(self.learning_rate, f"{where}.learning_rate", 0, 1, low_open=True)
-        check_range(self.weight_decay, f"{where}.weight_decay", 0, 1)
-        check_range(self.warmup, f"{where}.warmup", 0, 1, low_open=True, high_open=True)
-        check_range(self.width, f"{where}.width", 1, 256)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
-        check_range(self.min_class_count, f"{where}.min_class_count", 1)
-        check_range(self.min_auc, f"{where}.min_auc", 0.5, 1)
-        check_range(self.bootstrap, f"{where}.bootstrap", 0, 10_000)
-        check_range(self.suspects_sheet, f"{where}.suspects_sheet", 0, 500)
-        check_range(self.cross_rig_threshold, f"{where}.cross_rig_threshold", 0, 1, True, True)
-        check_range(self.workers, f"{where}.workers", 1, 64)
-        if self.review_sheet is not None and not self.review_sheet.strip():
-            raise ParamError(f"{where}.review_sheet is blank; give the path of a filled-in sheet or null")
 
 
 @dataclass(frozen=True)
@@ -399,23 +353,6 @@ def suspects_table(images: Sequence[str], labels: np.ndarray, pred_probs: np.nda
         "suggested_class": [class_names[c] for c in result.suggested],
         "suggested_prob": np.round(pred_probs[rows, result.suggested], 4),
     })
-
-
-def drop_suspects(manifest: pd.DataFrame, suspects: pd.DataFrame,
-                  tasks: Sequence[str] | None = None, rigs: Sequence[str] | None = None) -> pd.DataFrame:
-    """The manifest without the photos the audit suspects of being mislabelled.
-
-    ``suspects`` is the audit's suspects table (columns task, rig, image, ...); a photo
-    suspected for any of ``tasks`` (all when None) on any of ``rigs`` (all when None)
-    is dropped. Row order is kept.
-    """
-    chosen = suspects
-    if tasks is not None:
-        chosen = chosen[chosen["task"].isin(list(tasks))]
-    if rigs is not None:
-        chosen = chosen[chosen["rig"].isin(list(rigs))]
-    keep = ~manifest["image"].isin(set(chosen["image"]))
-    return manifest.loc[keep].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------- cross-rig check

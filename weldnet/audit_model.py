@@ -9,11 +9,13 @@ trained on the rig" in the cross-rig check.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from multiprocessing import get_context
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
+
+from weldnet.pool import ordered_list
 
 
 class _MaxAvgHead(nn.Module):
@@ -206,11 +208,7 @@ def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, s
     # a transfer target need not be modelled itself (too few photos): only its images are shared
     _SHARED.update({name: (images, None) for name, images in (transfer_images or {}).items() if name not in data})
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            results = [_fit_fold(job, settings) for job in jobs]
-        else:
-            with get_context("fork").Pool(min(workers, len(jobs))) as pool:
-                results = pool.starmap(_fit_fold, [(job, settings) for job in jobs], chunksize=1)
+        results = ordered_list(partial(_fit_fold, settings=settings), jobs, workers, chunksize=1)
     finally:
         _SHARED.clear()
     out = {}

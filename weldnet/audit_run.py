@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from weldnet.audit import (
-    NOT_ESTIMABLE, AuditParams, BoundVerdict, NoiseEstimate, RateEstimate,
+    NOT_ESTIMABLE, BoundVerdict, NoiseEstimate, RateEstimate,
     confident_learning, cross_rig_disagreement, lazy_bound_verdict, majority_share,
     noise_matrix_dict, review_estimate, separability, suspects_table, task_class_probs, round_metric,
 )
 from weldnet.audit_model import FitSettings, cross_validate
 from weldnet.flags import FLAGS
-from weldnet.tasks import TaskSpec, assign_classes
+from weldnet.params import AuditParams, TaskSpec
+from weldnet.tasks import assign_classes
 
 
 @dataclass

@@ -94,6 +94,23 @@ def drw_weights(epoch: int, total_epochs: int, counts: Counts, start: float = 0.
     return effective_number_weights(counts, beta)
 
 
+def minority_quota(n_default: int, ratio: float) -> int:
+    """Non-default examples that sit beside ``n_default`` class-0 ones at class-0 share ``ratio``.
+
+    ``round(n_0 (1 - r) / r)``: how the imbalance stage thins the training split and
+    how far over-sampling grows the other classes.
+    """
+    return int(round(n_default * (1.0 - ratio) / ratio))
+
+
+def majority_quota(minority: int, ratio: float) -> int:
+    """Class-0 examples that sit beside ``minority`` others at class-0 share ``ratio``: ``round(m r / (1 - r))``.
+
+    How many class-0 examples under-sampling (and selective under-sampling's start) keep.
+    """
+    return int(round(minority * ratio / (1.0 - ratio)))
+
+
 def largest_remainder(quotas: np.ndarray) -> np.ndarray:
     """Round non-negative quotas to integers (each the floor or the ceiling) summing to round(sum(quotas)).
 

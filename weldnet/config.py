@@ -157,14 +157,14 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in mapping if k not in fields]
     if unknown:
-        raise ParamError(f"{where}: unknown key '{unknown[0]}'; valid keys: {', '.join(fields)}")
+        raise ParamError(f"{where or 'params.yaml'}: unknown key '{unknown[0]}'; valid keys: {', '.join(fields)}")
     hints = typing.get_type_hints(cls)
     values = {}
     for name, field in fields.items():
         if name in mapping:
-            values[name] = _convert(mapping[name], hints[name], f"{where}.{name}")
+            values[name] = _convert(mapping[name], hints[name], f"{where}.{name}" if where else name)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise ParamError(f"{where}: missing key '{name}' ({_type_name(hints[name])})")
+            raise ParamError(f"{where or 'params.yaml'}: missing key '{name}' ({_type_name(hints[name])})")
     obj = cls(**values)
     check = getattr(obj, "validate", None)
     if callable(check):

@@ -8,30 +8,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from weldnet.config import ParamError, check_choice, check_range
-from weldnet.losses import posthoc_logit_adjust, threshold_moving
-from weldnet.metrics import per_class_accuracy
+from weldnet.config import check_choice
+from weldnet.metrics import per_class_accuracy, softmax
+from weldnet.params import DecisionParams
 
 
-@dataclass(frozen=True)
-class DecisionParams:
-    tau_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0])
-
-    def validate(self, where: str) -> None:
-        if not self.tau_grid:
-            raise ParamError(f"{where}.tau_grid is empty; list the tau values to try, e.g. [0.5, 1.0, 2.0]")
-        for tau in self.tau_grid:
-            check_range(tau, f"{where}.tau_grid", 0.0)
+def _positive_priors(train_priors: np.ndarray) -> np.ndarray:
+    p = np.asarray(train_priors, dtype=np.float64)
+    if np.any(p <= 0) or not np.all(np.isfinite(p)):
+        raise ValueError(f"training priors must be finite and positive, got {p.tolist()}; "
+                         "compute them with weldnet.class_stats.priors(counts)")
+    return p
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def threshold_moving(probs: np.ndarray, train_priors: np.ndarray) -> np.ndarray:
+    """Report section 6.4.6: ``q_c = (f_c / p_c) / sum_k (f_k / p_k)`` for each row of probabilities f."""
+    moved = np.asarray(probs, dtype=np.float64) / _positive_priors(train_priors)
+    return moved / moved.sum(axis=-1, keepdims=True)
+
+
+def posthoc_logit_adjust(logits: np.ndarray, train_priors: np.ndarray, tau: float = 1.0) -> np.ndarray:
+    """Post-hoc logit adjustment (Menon et al. 2021): ``z_c - tau * log p_c``.
+
+    With tau = 1 its softmax equals ``threshold_moving(softmax(z), p)``.
+    """
+    return np.asarray(logits, dtype=np.float64) - tau * np.log(_positive_priors(train_priors))
 
 
 Decision = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, DecisionParams], tuple[np.ndarray, dict]]

@@ -39,9 +39,9 @@ import pandas as pd
 from weldnet.config import DataError
 from weldnet.flags import FLAGS, RIGS, parse_flags
 from weldnet.images import PhotoInfo
+from weldnet.manifest import MANIFEST_COLUMNS
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "rig", "flags")
-MANIFEST_COLUMNS: tuple[str, ...] = ("image", "rig", "width", "height", "sha256", *FLAGS)
 REJECTED_COLUMNS: tuple[str, ...] = ("image", "reason", "category", "line")
 PHOTO_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 NO_FLAG = "No flag"

@@ -10,13 +10,12 @@ every epoch; only LDAM with deferred re-weighting does anything there.
 Weighted cross entropies follow torch's convention:
 ``sum_i w_{y_i} CE_i / sum_i w_{y_i}`` over the mini-batch.
 
-``threshold_moving`` and ``posthoc_logit_adjust`` are the test-time counterparts
-used by the decision-rule axis.
+Their test-time counterparts (threshold-moving, post-hoc logit adjustment) are
+decision rules, in ``weldnet.decisions``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,73 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from weldnet import class_stats
-from weldnet.config import check_choice, check_range
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class FocalParams:
-    gamma: float = 2.0
-    alpha: float | None = None
-
-    def validate(self, where: str) -> None:
-        check_range(self.gamma, f"{where}.gamma", low=0.0)
-        if self.alpha is not None:
-            check_range(self.alpha, f"{where}.alpha", low=0.0, high=1.0)
-
-
-@dataclass(frozen=True)
-class ClassBalancedParams:
-    beta: float = 0.9999
-
-    def validate(self, where: str) -> None:
-        check_range(self.beta, f"{where}.beta", low=0.0, high=1.0, high_open=True)
-
-
-@dataclass(frozen=True)
-class LdamParams:
-    max_margin: float = 0.5
-    scale: float = 30.0
-    drw: bool = True
-    drw_start: float = 0.8
-    drw_beta: float = 0.9999
-
-    def validate(self, where: str) -> None:
-        check_range(self.max_margin, f"{where}.max_margin", low=0.0)
-        check_range(self.scale, f"{where}.scale", low=0.0, low_open=True)
-        check_range(self.drw_start, f"{where}.drw_start", low=0.0, high=1.0)
-        check_range(self.drw_beta, f"{where}.drw_beta", low=0.0, high=1.0, high_open=True)
-
-
-@dataclass(frozen=True)
-class LogitAdjustedParams:
-    tau: float = 1.0
-
-    def validate(self, where: str) -> None:
-        check_range(self.tau, f"{where}.tau", low=0.0)
-
-
-@dataclass(frozen=True)
-class HingeParams:
-    margin: float = 1.0
-
-    def validate(self, where: str) -> None:
-        check_range(self.margin, f"{where}.margin", low=0.0, low_open=True)
-
-
-@dataclass(frozen=True)
-class LossParams:
-    """The ``losses`` section of params.yaml: hyperparameters of every loss that has any."""
-
-    focal: FocalParams = field(default_factory=FocalParams)
-    class_balanced: ClassBalancedParams = field(default_factory=ClassBalancedParams)
-    ldam: LdamParams = field(default_factory=LdamParams)
-    logit_adjusted: LogitAdjustedParams = field(default_factory=LogitAdjustedParams)
-    hinge: HingeParams = field(default_factory=HingeParams)
-
-    def validate(self, where: str) -> None:
-        for name in ("focal", "class_balanced", "ldam", "logit_adjusted", "hinge"):
-            getattr(self, name).validate(f"{where}.{name}")
+from weldnet.config import check_choice
+from weldnet.params import LOSS_NAMES, LossParams
 
 
 # --------------------------------------------------------------------------- losses
@@ -271,26 +205,3 @@ def build_loss(name: str, class_counts: Sequence[int], params: LossParams, where
     """The loss registered as ``name``; an unknown name raises ParamError listing the valid ones."""
     check_choice(name, LOSSES, where)
     return LOSSES[name](class_counts, params)
-
-
-# --------------------------------------------------------------------------- test-time rules
-def _positive_priors(train_priors: np.ndarray) -> np.ndarray:
-    p = np.asarray(train_priors, dtype=np.float64)
-    if np.any(p <= 0) or not np.all(np.isfinite(p)):
-        raise ValueError(f"training priors must be finite and positive, got {p.tolist()}; "
-                         "compute them with weldnet.class_stats.priors(counts)")
-    return p
-
-
-def threshold_moving(probs: np.ndarray, train_priors: np.ndarray) -> np.ndarray:
-    """Report section 6.4.6: ``q_c = (f_c / p_c) / sum_k (f_k / p_k)`` for each row of probabilities f."""
-    moved = np.asarray(probs, dtype=np.float64) / _positive_priors(train_priors)
-    return moved / moved.sum(axis=-1, keepdims=True)
-
-
-def posthoc_logit_adjust(logits: np.ndarray, train_priors: np.ndarray, tau: float = 1.0) -> np.ndarray:
-    """Post-hoc logit adjustment (Menon et al. 2021): ``z_c - tau * log p_c``.
-
-    With tau = 1 its softmax equals ``threshold_moving(softmax(z), p)``.
-    """
-    return np.asarray(logits, dtype=np.float64) - tau * np.log(_positive_priors(train_priors))

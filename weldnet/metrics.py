@@ -9,6 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (n, K) logits, shifted by each row's maximum so it cannot overflow."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def class_recall(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
     """Share of each class's cases predicted as that class; NaN for a class with no case."""
     recall = np.full(num_classes, np.nan)

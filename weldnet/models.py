@@ -9,36 +9,17 @@ by position.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 
-from weldnet.config import ParamError, check_range
+from weldnet.config import check_choice
+from weldnet.params import ModelParams
 
 # Inputs are scaled to [0, 1] then normalised with ImageNet statistics, so that
 # torchvision's pretrained weights see what they were trained on.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class ModelParams:
-    arch: str = "small_cnn"
-    input_size: int = 64
-    width: int = 16
-    dropout: float = 0.3
-    head: Literal["linear", "normed"] = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
-
-    def validate(self, where: str) -> None:
-        if self.arch not in MODELS:
-            raise ParamError(f"{where}.arch: unknown architecture '{self.arch}'; valid: {', '.join(MODELS)}")
-        check_range(self.input_size, f"{where}.input_size", 16, 1024)
-        check_range(self.width, f"{where}.width", 1, 512)
-        check_range(self.dropout, f"{where}.dropout", 0.0, 1.0, high_open=True)
-        if self.arch == "alexnet" and self.input_size < 63:
-            raise ParamError(f"{where}.input_size = {self.input_size} is too small for alexnet; use 224")
 
 
 class NormedLinear(nn.Linear):
@@ -111,8 +92,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "alexnet":
 
 
 def build_model(params: ModelParams, num_classes: int) -> nn.Module:
-    if params.arch not in MODELS:
-        raise ParamError(f"model.arch: unknown architecture '{params.arch}'; valid: {', '.join(MODELS)}")
+    check_choice(params.arch, MODELS, "model.arch")
     return MODELS[params.arch](num_classes, width=params.width, dropout=params.dropout, head=params.head)
 
 

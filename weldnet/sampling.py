@@ -13,32 +13,16 @@ Over- and under-sampling pick which examples to duplicate or keep with
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch.utils.data
 
-from weldnet.class_stats import largest_remainder
-from weldnet.config import check_choice, check_range
+from weldnet.class_stats import largest_remainder, majority_quota, minority_quota
+from weldnet.config import check_choice
+from weldnet.params import SamplingParams
 
 # seeds the draw of the over/under-sampled set apart from the per-epoch shuffles
 _DRAW_STREAM = 0x5A3D
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """The ``sampling`` section of params.yaml."""
-
-    target_ratio: float = 0.88
-    redraw_each_epoch: bool = False
-
-    def validate(self, where: str) -> None:
-        check_range(self.target_ratio, f"{where}.target_ratio", low=0.0, high=1.0, low_open=True, high_open=True)
-
-
-def majority_quota(minority: int, target_ratio: float) -> int:
-    """Class-0 examples that sit beside ``minority`` others at ``target_ratio``: ``round(m r / (1 - r))``."""
-    return int(round(minority * target_ratio / (1.0 - target_ratio)))
 
 
 def _class_rows(labels: np.ndarray) -> dict[int, np.ndarray]:
@@ -53,7 +37,7 @@ def _plain(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
 def _oversample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
     """Every example once, plus non-default examples drawn with replacement until class 0 is target_ratio.
 
-    The non-default classes grow to ``round(n_0 (1 - r) / r)`` examples in all, shared
+    The non-default classes grow to ``minority_quota(n_0, r)`` examples in all, shared
     in proportion to their sizes. If class 0 is already at most r of the data (or there
     is no non-default example) this is a plain shuffle.
     """
@@ -62,7 +46,7 @@ def _oversample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
     n_default = len(rows.get(0, ()))
     minority = {c: idx for c, idx in rows.items() if c != 0}
     sizes = np.array([len(idx) for idx in minority.values()])
-    wanted = int(round(n_default * (1.0 - r) / r))
+    wanted = minority_quota(n_default, r)
     if not minority or wanted <= sizes.sum():
         return rng.permutation(len(labels))
     targets = largest_remainder(sizes / sizes.sum() * wanted)
@@ -70,20 +54,35 @@ def _oversample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
     return rng.permutation(np.concatenate([np.arange(len(labels)), *extra]))
 
 
-def _undersample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
-    """Every non-default example once, and ``round(m r / (1 - r))`` class-0 examples drawn without replacement.
+def undersampled_rows(labels: np.ndarray, target_ratio: float,
+                      draw_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept class-0 rows, set-aside class-0 rows) of random under-sampling to ``target_ratio``.
 
-    m is the number of non-default examples. If class 0 is already at most r of the data
-    (or there is no non-default example) this is a plain shuffle.
+    ``majority_quota(m, r)`` class-0 rows are drawn without replacement (m: the number
+    of non-default rows), in draw order; the others are set aside, ascending. With no
+    non-default row, or class 0 already at most r of the data, every class-0 row is kept.
+    This is the ``undersample`` sampler's set and selective under-sampling's round 0.
     """
-    r = params.target_ratio
+    labels = np.asarray(labels)
     default = np.flatnonzero(labels == 0)
-    minority = np.flatnonzero(labels != 0)
-    keep = majority_quota(len(minority), r)
-    if len(minority) == 0 or keep >= len(default):
-        return rng.permutation(len(labels))
+    n_minority = int(np.sum(labels != 0))
+    keep = majority_quota(n_minority, target_ratio)
+    if n_minority == 0 or keep >= len(default):
+        return default, np.zeros(0, dtype=np.int64)
     kept = draw_rng.choice(default, size=keep, replace=False)
-    return rng.permutation(np.concatenate([kept, minority]))
+    return kept, np.setdiff1d(default, kept)
+
+
+def _undersample(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
+    """Every non-default example once, and ``undersampled_rows``' class-0 examples; each epoch shuffled.
+
+    If class 0 is already at most r of the data (or there is no non-default example)
+    this is a plain shuffle.
+    """
+    kept, set_aside = undersampled_rows(labels, params.target_ratio, draw_rng)
+    if not len(set_aside):
+        return rng.permutation(len(labels))
+    return rng.permutation(np.concatenate([kept, np.flatnonzero(labels != 0)]))
 
 
 def _stratified(labels, batch_size, rng, draw_rng, params) -> np.ndarray:
@@ -147,6 +146,11 @@ SAMPLERS: dict[str, SamplerFn] = {
 }
 
 
+def draw_generator(seed: int) -> np.random.Generator:
+    """The generator that draws a run's fixed over- or under-sampled set, apart from the epoch shuffles."""
+    return np.random.default_rng([seed, _DRAW_STREAM])
+
+
 def epoch_indices(name: str, labels: np.ndarray, batch_size: int, rng: np.random.Generator,
                   params: SamplingParams, draw_rng: np.random.Generator | None = None,
                   where: str = "sampler") -> np.ndarray:
@@ -187,7 +191,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def _order(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
-        draw_rng = None if self.params.redraw_each_epoch else np.random.default_rng([self.seed, _DRAW_STREAM])
+        draw_rng = None if self.params.redraw_each_epoch else draw_generator(self.seed)
         return epoch_indices(self.name, self.labels, self.batch_size, rng, self.params, draw_rng)
 
     def __iter__(self) -> Iterator[int]:

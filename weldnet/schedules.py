@@ -17,58 +17,20 @@ re-training phase, the classifier it exists to produce.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import nn
 
-from weldnet.config import check_choice, check_range
-from weldnet.sampling import SAMPLERS, SamplingParams
+from weldnet.params import SamplingParams, ScheduleParams, TrainParams
+from weldnet.sampling import draw_generator
 from weldnet.selective import initial_set, selection_round
-from weldnet.training import FitResult, Logger, TrainParams, fit, predict_logits
+from weldnet.training import FitResult, Logger, fit, predict_features, predict_logits
 from weldnet.transfer import retrain_output_layer
 
 # seeds the selective under-sampling draws apart from the training randomness
 _SELECT_STREAM = 0x5E1E
-
-
-@dataclass(frozen=True)
-class SelectiveParams:
-    growth: float = 0.5             # each round brings in this share of the current set's size
-    round_epochs: int = 3           # epochs trained after each round
-    max_rounds: int | None = None   # null: until no default-class photo is left set aside
-
-    def validate(self, where: str) -> None:
-        check_range(self.growth, f"{where}.growth", 0.0, low_open=True)
-        check_range(self.round_epochs, f"{where}.round_epochs", 1)
-        if self.max_rounds is not None:
-            check_range(self.max_rounds, f"{where}.max_rounds", 0)
-
-
-@dataclass(frozen=True)
-class CrtParams:
-    epochs: int = 5                 # epochs re-training the output layer
-    lr: float | None = None         # null: train.lr
-    sampler: str = "class_balanced"
-
-    def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
-        if self.lr is not None:
-            check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
-        check_choice(self.sampler, SAMPLERS, f"{where}.sampler")
-
-
-@dataclass(frozen=True)
-class ScheduleParams:
-    """The ``schedules`` section of params.yaml."""
-
-    selective_undersample: SelectiveParams = field(default_factory=SelectiveParams)
-    crt: CrtParams = field(default_factory=CrtParams)
-
-    def validate(self, where: str) -> None:
-        self.selective_undersample.validate(f"{where}.selective_undersample")
-        self.crt.validate(f"{where}.crt")
 
 
 Checkpoints = Callable[[str], tuple[Callable[[dict], None], Callable[[], dict | None]]]
@@ -118,7 +80,8 @@ def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
 def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     """Zhou & Liu's rounds; the selected weights are the best of every epoch of every round."""
     s, target = spec.selective_undersample, run.sampling.target_ratio
-    train, pool = initial_set(run.train_y, target, np.random.default_rng([run.seed, _SELECT_STREAM]))
+    train, pool = initial_set(run.train_y, target, draw_generator(run.seed),
+                              np.random.default_rng([run.seed, _SELECT_STREAM]))
     print(f"  round 0: {len(train)} photos ({run.counts(train)}), {len(pool)} set aside")
     results = [run.fit(model, "round-0", rows=train)]
     steps, epochs = results[0].steps, run.params.epochs
@@ -126,8 +89,9 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
     round_params = replace(run.params, epochs=s.round_epochs)
 
     def predict(rows: np.ndarray, embed: bool = False) -> np.ndarray:
-        return predict_logits(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
-                              run.params.eval_batch_size, embed=embed)
+        forward = predict_features if embed else predict_logits
+        return forward(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
+                       run.params.eval_batch_size)
 
     number = 1
     while len(pool) and (s.max_rounds is None or number <= s.max_rounds):

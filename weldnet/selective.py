@@ -1,8 +1,8 @@
 """Selective under-sampling (Zhou & Liu 2005, as described in the report's section 6.4.5).
 
-The training set starts as every non-default example plus a random share of the
-default class (class 0) that puts class 0 at ``target_ratio``; the rest of class 0
-is set aside. After a first training run, each round
+The training set starts as the ``undersample`` strategy's: every non-default
+example plus a random share of the default class (class 0) that puts class 0 at
+``target_ratio``; the rest of class 0 is set aside. After a first training run, each round
 
 1. brings in set-aside class-0 examples, ``growth`` times the current set's size;
 2. classifies the arrivals with the current net and drops those it gets right
@@ -24,19 +24,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weldnet.sampling import majority_quota
+from weldnet.class_stats import majority_quota
+from weldnet.sampling import undersampled_rows
 
 
-def initial_set(labels: np.ndarray, target_ratio: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, set-aside rows): all non-default rows and a random class-0 quota; the rest set aside.
+def initial_set(labels: np.ndarray, target_ratio: float, draw_rng: np.random.Generator,
+                order_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, set-aside rows): the ``undersample`` sampler's set, the rest of class 0 set aside.
 
-    The set-aside rows come in a random order, the order in which rounds bring them in.
+    ``draw_rng`` must be the generator the sampler draws with
+    (``weldnet.sampling.draw_generator(seed)``), so round 0 trains on exactly the
+    ``undersample`` strategy's photos. The set-aside rows come in the random order
+    ``order_rng`` gives them, the order in which rounds bring them in.
     """
     labels = np.asarray(labels)
-    default = rng.permutation(np.flatnonzero(labels == 0))
-    minority = np.flatnonzero(labels != 0)
-    keep = min(len(default), majority_quota(len(minority), target_ratio))
-    return np.sort(np.concatenate([default[:keep], minority])), default[keep:]
+    kept, set_aside = undersampled_rows(labels, target_ratio, draw_rng)
+    return np.sort(np.concatenate([kept, np.flatnonzero(labels != 0)])), order_rng.permutation(set_aside)
 
 
 def boundary_rows(features: np.ndarray, labels: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -70,6 +70,20 @@ def write_shards(out_dir: Path, ordered: pd.DataFrame, images: Iterable[np.ndarr
         raise ValueError(f"write_shards got {count} images for an index of {len(ordered)} rows")
 
 
+def empty_output_dir(out: Path) -> None:
+    """Remove the shards and index an earlier run wrote; refuse to touch a folder holding anything else."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    ours = [p for p in out.iterdir() if p.is_file() and (p.suffix == ".npy" or p.name == INDEX)]
+    others = sorted(set(out.iterdir()) - set(ours))
+    if others:
+        raise DataError(f"refusing to empty --out {out}: it holds {others[0].name}, which preprocess "
+                        "did not write; move it away or choose another folder")
+    for path in ours:
+        path.unlink()
+
+
 def read_index(path: Path) -> pd.DataFrame:
     """index.csv as written by preprocess (image ids kept as text, even 'NA' or 'null')."""
     if not path.is_file():

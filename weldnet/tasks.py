@@ -8,47 +8,15 @@ are resolved by their order in ``params.yaml``. Class 0 is always the default.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from weldnet.class_stats import largest_remainder
+from weldnet.class_stats import largest_remainder, minority_quota
 from weldnet.config import ParamError
-from weldnet.flags import RIGS, canonical_flag
+from weldnet.params import SPLITS, ImbalanceParams, TaskSpec
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 REMOVED = "removed"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    default: str
-    classes: dict[str, list[str]]
-    rigs: list[str] = field(default_factory=lambda: ["bluebox"])
-
-    def validate(self, where: str) -> None:
-        if not self.classes:
-            raise ParamError(f"{where}.classes is empty; a task needs at least one class besides '{self.default}'")
-        if self.default in self.classes:
-            raise ParamError(f"{where}: class '{self.default}' is both the default and a flag class; rename one")
-        for rig in self.rigs:
-            if rig not in RIGS:
-                raise ParamError(f"{where}.rigs: unknown rig '{rig}'; valid: {', '.join(RIGS)}")
-        for name, flags in self.classes.items():
-            if not flags:
-                raise ParamError(f"{where}.classes.{name} lists no flag; give it at least one Table 1 flag")
-            for flag in flags:
-                if canonical_flag(flag) is None:
-                    raise ParamError(f"{where}.classes.{name}: unknown flag '{flag}'; see the Table 1 names in the README")
-
-    @property
-    def class_names(self) -> list[str]:
-        return [self.default, *self.classes]
-
-    def class_flags(self) -> list[list[str]]:
-        """Canonical flag names of each non-default class, in class order."""
-        return [[canonical_flag(f) for f in flags] for flags in self.classes.values()]
 
 
 def assign_classes(flags: pd.DataFrame, task: TaskSpec) -> np.ndarray:
@@ -83,7 +51,7 @@ def impose_imbalance(labels: np.ndarray, split: np.ndarray, ratio: float | None,
     """Remove non-default training cases until the default class makes up ``ratio`` of the training split.
 
     This is how the report's section 6 turned the 88% clamp task into a 98% one. The
-    kept count of non-default cases is round(n_default * (1 - ratio) / ratio), shared
+    kept count of non-default cases is ``minority_quota(n_default, ratio)``, shared
     between the non-default classes in proportion to their sizes. Validation and test
     rows are never touched. Returns the split with removed rows marked ``"removed"``.
     """
@@ -94,7 +62,7 @@ def impose_imbalance(labels: np.ndarray, split: np.ndarray, ratio: float | None,
     train_labels = labels[train]
     n_default = int(np.sum(train_labels == 0))
     minority = train[train_labels != 0]
-    keep_total = int(round(n_default * (1.0 - ratio) / ratio))
+    keep_total = minority_quota(n_default, ratio)
     if keep_total >= len(minority):
         return split
     classes, sizes = np.unique(labels[minority], return_counts=True)
@@ -103,3 +71,33 @@ def impose_imbalance(labels: np.ndarray, split: np.ndarray, ratio: float | None,
         rows = rng.permutation(minority[labels[minority] == cls])
         split[rows[n_keep:]] = REMOVED
     return split
+
+
+def split_table(manifest: pd.DataFrame, task: TaskSpec, spec: ImbalanceParams) -> pd.DataFrame:
+    """The task's photos with their class and split (image, rig, label, class, split); see the module doc."""
+    rows = manifest[manifest["rig"].isin(task.rigs)].reset_index(drop=True)
+    labels = assign_classes(rows, task)
+    rng = np.random.default_rng(spec.seed)
+    split = stratified_split(labels, [spec.split[s] for s in SPLITS], rng)
+    split = impose_imbalance(labels, split, spec.ratio, rng)
+    names = np.asarray(task.class_names, dtype=object)
+    return pd.DataFrame({"image": rows["image"], "rig": rows["rig"], "label": labels,
+                         "class": names[labels], "split": split})
+
+
+def class_counts(table: pd.DataFrame, class_names: list[str]) -> dict[str, dict[str, int]]:
+    """Photos of each class in each split (and among the removed training rows)."""
+    counts = {}
+    for split in (*SPLITS, REMOVED):
+        part = table[table["split"] == split]
+        counts[split] = {name: int((part["class"] == name).sum()) for name in class_names}
+    return counts
+
+
+def check_every_class_present(counts: dict[str, dict[str, int]], task_name: str, ratio: float | None) -> None:
+    for split in SPLITS:
+        empty = [name for name, n in counts[split].items() if n == 0]
+        if empty:
+            hint = "raise imbalance.ratio, " if split == "train" and ratio is not None else ""
+            raise ParamError(f"task '{task_name}': class '{empty[0]}' has no {split} case after the split; "
+                             f"{hint}grow the data set or merge classes in tasks.{task_name}")

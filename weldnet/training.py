@@ -9,43 +9,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from weldnet.config import ParamError, TrainingError, check_range
-from weldnet.decisions import softmax
-from weldnet.metrics import class_recall, cross_entropy, per_class_accuracy
+from weldnet.config import ParamError, TrainingError
+from weldnet.metrics import class_recall, cross_entropy, per_class_accuracy, softmax
 from weldnet.models import to_input
-from weldnet.sampling import EpochSampler, SamplingParams
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int = 15
-    batch_size: int = 64
-    lr: float = 0.01
-    schedule: Literal["constant", "cosine"] = "cosine"
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    flip: bool = True
-    select: Literal["best_val", "last"] = "best_val"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    eval_batch_size: int = 256
-
-    def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
-        check_range(self.batch_size, f"{where}.batch_size", 1)
-        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
-        check_range(self.momentum, f"{where}.momentum", 0.0, 1.0, high_open=True)
-        check_range(self.weight_decay, f"{where}.weight_decay", 0.0)
-        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1)
-        if not self.seeds:
-            raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
+from weldnet.params import DEVICES, OptimParams, SamplingParams, TrainParams
+from weldnet.sampling import EpochSampler
 
 
 class Logger(Protocol):
@@ -58,7 +33,7 @@ def lr_at(step: int, total_steps: int, base_lr: float, schedule: str) -> float:
         return base_lr
     if schedule == "cosine":
         return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
-    raise ParamError(f"train.schedule: unknown schedule '{schedule}'; valid: constant, cosine")
+    raise ParamError(f"train.lr_schedule: unknown schedule '{schedule}'; valid: constant, cosine")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -73,7 +48,7 @@ def build_loader(labels: np.ndarray, batch_size: int, sampler: str, seed: int,
     return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=False)
 
 
-def build_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, params: OptimParams) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if params.optimizer == "sgd":
         return torch.optim.SGD(trainable, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay)
@@ -119,12 +94,22 @@ def set_train_mode(model: nn.Module) -> None:
                 module.eval()
 
 
-@torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, input_size: int,
-                   batch_size: int = 256, *, embed: bool = False) -> np.ndarray:
-    """Logits (or, with ``embed``, the features the head sees) for uint8 NHWC images, in order, in eval mode."""
+                   batch_size: int = 256) -> np.ndarray:
+    """Logits for uint8 NHWC images, in order, in eval mode."""
+    return _predict(model, model, images, device, input_size, batch_size)
+
+
+def predict_features(model: nn.Module, images: torch.Tensor, device: torch.device, input_size: int,
+                     batch_size: int = 256) -> np.ndarray:
+    """The features the output layer sees (``model.embed``) for uint8 NHWC images, in order, in eval mode."""
+    return _predict(model, model.embed, images, device, input_size, batch_size)
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+             device: torch.device, input_size: int, batch_size: int) -> np.ndarray:
     model.eval()
-    forward = model.embed if embed else model
     out = []
     for start in range(0, len(images), batch_size):
         x = to_input(images[start:start + batch_size].to(device), input_size)
@@ -150,15 +135,13 @@ class FitResult:
     epochs_run: int
     history: list[list]
     steps: int = 0                         # optimiser steps this fit ran
-    best_score: tuple[float, float] = (0.0, 0.0)   # (validation per-class accuracy, -cross entropy) of the state
+    best_score: tuple[float, float] = (0.0, 0.0)   # selection_key of the state
     details: dict = field(default_factory=dict)    # what a multi-phase schedule wants recorded
 
 
-def _is_better(scores: dict[str, float], best: dict | None) -> bool:
-    if best is None:
-        return True
-    key = (scores["val/per_class_accuracy"], -scores["val/cross_entropy"])
-    return key > (best["per_class_accuracy"], -best["cross_entropy"])
+def selection_key(per_class_accuracy_: float, cross_entropy_: float) -> tuple[float, float]:
+    """How checkpoints are ranked (``train.select: best_val``): validation per-class accuracy, then lower cross entropy."""
+    return per_class_accuracy_, -cross_entropy_
 
 
 def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor,
@@ -209,29 +192,29 @@ def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np
             on_epoch(epoch, params.epochs)
         step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, labels, device, input_size=input_size,
                                flip=params.flip, first_step=step,
-                               lr_for_step=lambda s: lr_at(s, total_steps, params.lr, params.schedule),
+                               lr_for_step=lambda s: lr_at(s, total_steps, params.lr, params.lr_schedule),
                                log=shifted, generator=generator, name=name)
         scores = validation_scores(predict_logits(model, val_x, device, input_size, params.eval_batch_size),
                                    val_y, class_names)
         for key, value in scores.items():
             shifted(step - 1, key, value)
         shifted(step - 1, "epoch", epoch_offset + epoch + 1)
-        if params.select == "last" or _is_better(scores, best):
-            best = {"epoch": epoch_offset + epoch + 1, "per_class_accuracy": scores["val/per_class_accuracy"],
-                    "cross_entropy": scores["val/cross_entropy"],
+        key = selection_key(scores["val/per_class_accuracy"], scores["val/cross_entropy"])
+        if params.select == "last" or best is None or key > tuple(best["key"]):
+            best = {"epoch": epoch_offset + epoch + 1, "key": list(key),
                     "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if save_checkpoint is not None:
             save_checkpoint({"epoch": epoch + 1, "step": step, "best": best, "history": history,
                              "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     assert best is not None
     return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history,
-                     steps=step, best_score=(best["per_class_accuracy"], -best["cross_entropy"]))
+                     steps=step, best_score=tuple(best["key"]))
 
 
 def resolve_device(name: object) -> torch.device:
     """``auto`` picks CUDA when a GPU is present, otherwise the CPU; ``cpu`` and ``cuda`` force one."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise ParamError(f"device = {name!r} is unknown; valid: auto, cpu, cuda")
+    if name not in DEVICES:
+        raise ParamError(f"device = {name!r} is unknown; valid: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamError("device = cuda but no CUDA GPU is visible; set device: auto or cpu")
     if name == "auto":

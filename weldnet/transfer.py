@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from weldnet.config import DataError, ParamError
+from weldnet.params import Strategy
 
 IMAGENET_ALEXNET = "alexnet-owt-7be5be79.pth"
 
@@ -60,6 +61,21 @@ def freeze_lower_layers(model: nn.Module, layers: int) -> list[str]:
             param.requires_grad_(False)
             frozen.append(f"features.{index}.{name}")
     return frozen
+
+
+def initialise(model: nn.Module, strategy: Strategy, source: dict[str, torch.Tensor] | None) -> str:
+    """Copy ``source``'s layers into ``model`` and freeze the lowest ones, as the strategy's init axis says.
+
+    ``source`` is the pretrained state (None for ``init: scratch``); returns what was done, for the log.
+    """
+    if strategy.init == "scratch":
+        return "init scratch"
+    if source is None:
+        raise ValueError(f"init {strategy.init} needs pretrained weights")
+    copied = transfer_state(model, source, strategy.transfer)
+    frozen = freeze_lower_layers(model, strategy.freeze)
+    return (f"init {strategy.init}: {len(copied)} tensors copied ({strategy.transfer}), "
+            f"{strategy.freeze} conv layer(s) frozen ({len(frozen)} tensors)")
 
 
 def imagenet_alexnet_file() -> Path:

@@ -1,0 +1,56 @@
+"""Reading the files an export's rows name: every photo is located inside the export and fully decoded.
+
+The rules for rows live in ``weldnet.ingest`` (pure functions); this module does
+the disk side, in worker processes (weldnet.pool), in row order.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from weldnet.images import ImageRejected, PhotoInfo, inspect_photo
+from weldnet.ingest import Entry, Rejection
+from weldnet.pool import ordered_list
+
+
+def read_photo(root: str, image: str, max_pixels: int) -> PhotoInfo | Rejection:
+    """Locate ``image`` inside the export (no escape through symlinks), read and decode it."""
+    path = os.path.join(root, image)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real, os.path.realpath(root)]) != os.path.realpath(root):
+        return Rejection(image, "symlink points outside the export folder; copy the photo into the export",
+                         "unsafe_path")
+    if not os.path.exists(real):
+        return Rejection(image, "file not found in the export; fix the path or remove the row", "missing_file")
+    if not os.path.isfile(real):
+        return Rejection(image, "not a file (a folder or device); fix the path or remove the row", "missing_file")
+    try:
+        with open(real, "rb") as fh:
+            data = fh.read()
+        return inspect_photo(data, max_pixels)
+    except ImageRejected as exc:
+        return Rejection(image, str(exc), exc.category)
+    except OSError as exc:
+        return Rejection(image, f"cannot read the file ({exc.strerror or exc})", "unreadable_image")
+
+
+def _read_photo_task(task: tuple[str, str, int]) -> PhotoInfo | Rejection:
+    return read_photo(*task)
+
+
+def read_photos(root: Path, entries: Sequence[Entry], max_pixels: int,
+                workers: int) -> list[PhotoInfo | Rejection]:
+    """read_photo for every entry, in order, spread over ``workers`` processes (weldnet.pool)."""
+    tasks = [(str(root), entry.image, max_pixels) for entry in entries]
+    return ordered_list(_read_photo_task, tasks, workers, max_chunk=64)
+
+
+def photos_on_disk(root: Path) -> list[str]:
+    """Export-relative POSIX paths of every file under the export (symlinked folders not followed)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = Path(folder).relative_to(root)
+        found.extend((rel / name).as_posix() for name in files)
+    return found

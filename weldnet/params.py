@@ -1,0 +1,543 @@
+"""The schema of params.yaml: one frozen dataclass per section, and the check of the whole file.
+
+Every stage calls :func:`load_checked_params` before any work. It returns a typed
+:class:`Params` or stops with one line naming the key and the fix, so a typo in
+``train`` stops ``dvc repro`` at its first stage, not after the data has been
+generated and preprocessed::
+
+    python -m weldnet.params      # prints "params.yaml is valid" or the first problem, in one line
+
+This module imports neither torch nor any other heavy library, so a stage that
+only decodes photos does not pay for them. The names of each strategy axis are
+declared here; each axis's registry (``LOSSES``, ``SAMPLERS``, ...) is keyed by
+exactly these names (tests/test_params.py checks it).
+
+Every default below is the value the committed params.yaml sets (also tested).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from weldnet.config import ParamError, build, check_choice, check_range, load_params, run_stage
+from weldnet.flags import RIGS, canonical_flag
+
+# ------------------------------------------------------------------ the names of each strategy axis
+LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "bayesian", "weighted", "class_balanced", "focal", "ldam",
+                               "logit_adjusted", "hinge")
+SAMPLER_NAMES: tuple[str, ...] = ("none", "oversample", "undersample", "stratified", "class_balanced")
+SCHEDULE_NAMES: tuple[str, ...] = ("standard", "selective_undersample", "crt")
+DECISION_NAMES: tuple[str, ...] = ("argmax", "threshold_moving", "posthoc_logit")
+ARCH_NAMES: tuple[str, ...] = ("small_cnn", "alexnet")
+HEAD_NAMES: tuple[str, ...] = ("linear", "normed")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def check_workers(value: int, where: str) -> int:
+    """Every ``workers`` param means the same: the number of worker processes, 0 for one per CPU."""
+    if value < 0:
+        raise ParamError(f"{where} = {value} must be >= 1, or 0 for one per CPU")
+    return value
+
+
+# ------------------------------------------------------------------ data, generate, ingest
+@dataclass(frozen=True)
+class DataParams:
+    export: str = "data/export"
+
+
+@dataclass(frozen=True)
+class RigCounts:
+    redbox: int
+    bluebox: int
+
+
+@dataclass(frozen=True)
+class RigShares:
+    redbox: float
+    bluebox: float
+
+
+@dataclass(frozen=True)
+class Camera:
+    blur: float          # Gaussian blur radius, output pixels (each photo varies it by +-25%)
+    noise: float         # sensor noise standard deviation, 8-bit levels
+    jpeg_quality: int    # PIL JPEG quality, 1..95
+
+
+@dataclass(frozen=True)
+class RigCameras:
+    redbox: Camera
+    bluebox: Camera
+
+
+@dataclass(frozen=True)
+class GenerateSpec:
+    """The ``generate`` section: the embedded synthetic export."""
+
+    seed: int = 2014
+    size: RigCounts = field(default_factory=lambda: RigCounts(redbox=3000, bluebox=3000))
+    label_noise: RigShares = field(default_factory=lambda: RigShares(redbox=0.10, bluebox=0.0))
+    workers: int = 2
+    camera: RigCameras = field(default_factory=lambda: RigCameras(
+        redbox=Camera(blur=1.2, noise=7.0, jpeg_quality=75),
+        bluebox=Camera(blur=0.0, noise=2.5, jpeg_quality=85)))
+
+    def validate(self, where: str) -> None:
+        check_range(self.seed, f"{where}.seed", low=0)
+        check_workers(self.workers, f"{where}.workers")
+        for rig in RIGS:
+            check_range(getattr(self.size, rig), f"{where}.size.{rig}", low=0)
+            check_range(getattr(self.label_noise, rig), f"{where}.label_noise.{rig}", low=0, high=1)
+            camera = getattr(self.camera, rig)
+            check_range(camera.blur, f"{where}.camera.{rig}.blur", low=0, high=20)
+            check_range(camera.noise, f"{where}.camera.{rig}.noise", low=0, high=64)
+            check_range(camera.jpeg_quality, f"{where}.camera.{rig}.jpeg_quality", low=1, high=95)
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    max_pixels: int = 89_478_485  # Pillow's own decompression-bomb default
+    strict: bool = False
+    workers: int = 2
+
+    def validate(self, where: str) -> None:
+        check_range(self.max_pixels, f"{where}.max_pixels", low=1)
+        check_workers(self.workers, f"{where}.workers")
+
+
+# ------------------------------------------------------------------ audit
+@dataclass(frozen=True)
+class AuditParams:
+    """The ``audit`` section: the label audit (README, Label audit)."""
+
+    seed: int = 0
+    review_size: int = 50            # flagless photos drawn per rig for the review sheet
+    review_sheet: str | None = None  # a filled-in review sheet (CSV) or null
+    thumb_size: int = 64             # side of the square thumbnails the cheap model sees
+    sheet_thumb: int = 160           # longest side of a thumbnail on a contact sheet
+    folds: int = 3                   # k of the k-fold cross-validation
+    epochs: int = 20                 # training epochs of each fold's model
+    batch_size: int = 64
+    learning_rate: float = 0.003     # peak of the one-cycle schedule (AdamW)
+    weight_decay: float = 0.0001     # AdamW weight decay
+    warmup: float = 0.2              # share of the steps over which the learning rate rises
+    width: int = 16                  # channels of the first convolution of the cheap CNN
+    min_flag_count: int = 20         # flags with fewer photos (with or without) on a rig are not modelled
+    min_class_count: int = 20        # a class with fewer photos on a rig is not estimable there
+    min_auc: float = 0.75            # below this worst-class out-of-fold AUC the model cannot see the task
+    bootstrap: int = 100             # resamples for the automatic estimate's interval
+    suspects_sheet: int = 40         # suspects shown on each contact sheet
+    cross_rig_threshold: float = 0.5  # probability from which the Bluebox model predicts a flag
+    workers: int = 2                 # processes decoding thumbnails and training folds
+    drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
+
+    def validate(self, where: str) -> None:
+        check_range(self.review_size, f"{where}.review_size", 0)
+        check_range(self.thumb_size, f"{where}.thumb_size", 16, 256)
+        check_range(self.sheet_thumb, f"{where}.sheet_thumb", 32, 512)
+        check_range(self.folds, f"{where}.folds", 2, 20)
+        check_range(self.epochs, f"{where}.epochs", 1, 200)
+        check_range(self.batch_size, f"{where}.batch_size", 1, 4096)
+        check_range(self.learning_rate, f"{where}.learning_rate", 0, 1, low_open=True)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0, 1)
+        check_range(self.warmup, f"{where}.warmup", 0, 1, low_open=True, high_open=True)
+        check_range(self.width, f"{where}.width", 1, 256)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        check_range(self.min_class_count, f"{where}.min_class_count", 1)
+        check_range(self.min_auc, f"{where}.min_auc", 0.5, 1)
+        check_range(self.bootstrap, f"{where}.bootstrap", 0, 10_000)
+        check_range(self.suspects_sheet, f"{where}.suspects_sheet", 0, 500)
+        check_range(self.cross_rig_threshold, f"{where}.cross_rig_threshold", 0, 1, True, True)
+        check_workers(self.workers, f"{where}.workers")
+        if self.review_sheet is not None and not self.review_sheet.strip():
+            raise ParamError(f"{where}.review_sheet is blank; give the path of a filled-in sheet or null")
+
+
+# ------------------------------------------------------------------ preprocess, tasks, imbalance
+@dataclass(frozen=True)
+class PreprocessParams:
+    size: int = 256
+    shard_size: int = 1000
+    workers: int = 2
+
+    def validate(self, where: str) -> None:
+        check_range(self.size, f"{where}.size", low=8, high=4096)
+        check_range(self.shard_size, f"{where}.shard_size", low=1)
+        check_workers(self.workers, f"{where}.workers")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of ``tasks``: the rigs it uses, its default class and its flag classes (weldnet.tasks)."""
+
+    default: str
+    classes: dict[str, list[str]]
+    rigs: list[str] = field(default_factory=lambda: ["bluebox"])
+
+    def validate(self, where: str) -> None:
+        if not self.classes:
+            raise ParamError(f"{where}.classes is empty; a task needs at least one class besides '{self.default}'")
+        if self.default in self.classes:
+            raise ParamError(f"{where}: class '{self.default}' is both the default and a flag class; rename one")
+        for rig in self.rigs:
+            if rig not in RIGS:
+                raise ParamError(f"{where}.rigs: unknown rig '{rig}'; valid: {', '.join(RIGS)}")
+        for name, flags in self.classes.items():
+            if not flags:
+                raise ParamError(f"{where}.classes.{name} lists no flag; give it at least one Table 1 flag")
+            for flag in flags:
+                if canonical_flag(flag) is None:
+                    raise ParamError(f"{where}.classes.{name}: unknown flag '{flag}'; see the Table 1 names in the README")
+
+    @property
+    def class_names(self) -> list[str]:
+        return [self.default, *self.classes]
+
+    def class_flags(self) -> list[list[str]]:
+        """Canonical flag names of each non-default class, in class order."""
+        return [[canonical_flag(f) for f in flags] for flags in self.classes.values()]
+
+
+@dataclass(frozen=True)
+class ImbalanceParams:
+    seed: int = 0
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.6, "val": 0.2, "test": 0.2})
+    ratio: float | None = 0.98
+
+    def validate(self, where: str) -> None:
+        if sorted(self.split) != sorted(SPLITS):
+            raise ParamError(f"{where}.split must have exactly the keys {', '.join(SPLITS)}; got {', '.join(self.split)}")
+        for name, share in self.split.items():
+            check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
+        if abs(sum(self.split.values()) - 1.0) > 1e-6:
+            raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
+        if self.ratio is not None:
+            check_range(self.ratio, f"{where}.ratio", 0.0, 1.0, low_open=True, high_open=True)
+
+
+# ------------------------------------------------------------------ model and training
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = "small_cnn"
+    input_size: int = 64
+    width: int = 16
+    dropout: float = 0.3
+    head: str = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
+
+    def validate(self, where: str) -> None:
+        check_choice(self.arch, ARCH_NAMES, f"{where}.arch")
+        check_choice(self.head, HEAD_NAMES, f"{where}.head")
+        check_range(self.input_size, f"{where}.input_size", 16, 1024)
+        check_range(self.width, f"{where}.width", 1, 512)
+        check_range(self.dropout, f"{where}.dropout", 0.0, 1.0, high_open=True)
+        if self.arch == "alexnet" and self.input_size < 63:
+            raise ParamError(f"{where}.input_size = {self.input_size} is too small for alexnet; use 224")
+
+
+@dataclass(frozen=True)
+class OptimParams:
+    """What one training run of the shared loop needs besides its model, loss and data."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    flip: bool = True
+    select: Literal["best_val", "last"] = "best_val"
+    eval_batch_size: int = 256
+
+    def validate(self, where: str) -> None:
+        check_range(self.epochs, f"{where}.epochs", 1)
+        check_range(self.batch_size, f"{where}.batch_size", 1)
+        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_range(self.momentum, f"{where}.momentum", 0.0, 1.0, high_open=True)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0.0)
+        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1)
+
+
+@dataclass(frozen=True)
+class TrainParams(OptimParams):
+    """The ``train`` section: the shared loop's settings, and the seeds every strategy runs."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if not self.seeds:
+            raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ParamError(f"{where}.seeds lists a seed twice; list each once")
+
+
+@dataclass(frozen=True)
+class FocalParams:
+    gamma: float = 2.0
+    alpha: float | None = None
+
+    def validate(self, where: str) -> None:
+        check_range(self.gamma, f"{where}.gamma", low=0.0)
+        if self.alpha is not None:
+            check_range(self.alpha, f"{where}.alpha", low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class ClassBalancedParams:
+    beta: float = 0.9999
+
+    def validate(self, where: str) -> None:
+        check_range(self.beta, f"{where}.beta", low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class LdamParams:
+    max_margin: float = 0.5
+    scale: float = 30.0
+    drw: bool = True
+    drw_start: float = 0.8
+    drw_beta: float = 0.9999
+
+    def validate(self, where: str) -> None:
+        check_range(self.max_margin, f"{where}.max_margin", low=0.0)
+        check_range(self.scale, f"{where}.scale", low=0.0, low_open=True)
+        check_range(self.drw_start, f"{where}.drw_start", low=0.0, high=1.0)
+        check_range(self.drw_beta, f"{where}.drw_beta", low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class LogitAdjustedParams:
+    tau: float = 1.0
+
+    def validate(self, where: str) -> None:
+        check_range(self.tau, f"{where}.tau", low=0.0)
+
+
+@dataclass(frozen=True)
+class HingeParams:
+    margin: float = 1.0
+
+    def validate(self, where: str) -> None:
+        check_range(self.margin, f"{where}.margin", low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class LossParams:
+    """The ``losses`` section: hyperparameters of every loss that has any."""
+
+    focal: FocalParams = field(default_factory=FocalParams)
+    class_balanced: ClassBalancedParams = field(default_factory=ClassBalancedParams)
+    ldam: LdamParams = field(default_factory=LdamParams)
+    logit_adjusted: LogitAdjustedParams = field(default_factory=LogitAdjustedParams)
+    hinge: HingeParams = field(default_factory=HingeParams)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """The ``sampling`` section: the sampler axis (weldnet/sampling.py)."""
+
+    target_ratio: float = 0.88
+    redraw_each_epoch: bool = False
+
+    def validate(self, where: str) -> None:
+        check_range(self.target_ratio, f"{where}.target_ratio", low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+@dataclass(frozen=True)
+class SelectiveParams:
+    growth: float = 0.5             # each round brings in this share of the current set's size
+    round_epochs: int = 3           # epochs trained after each round
+    max_rounds: int | None = None   # null: until no default-class photo is left set aside
+
+    def validate(self, where: str) -> None:
+        check_range(self.growth, f"{where}.growth", 0.0, low_open=True)
+        check_range(self.round_epochs, f"{where}.round_epochs", 1)
+        if self.max_rounds is not None:
+            check_range(self.max_rounds, f"{where}.max_rounds", 0)
+
+
+@dataclass(frozen=True)
+class CrtParams:
+    epochs: int = 5                 # epochs re-training the output layer
+    lr: float | None = None         # null: train.lr
+    sampler: str = "class_balanced"
+
+    def validate(self, where: str) -> None:
+        check_range(self.epochs, f"{where}.epochs", 1)
+        if self.lr is not None:
+            check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
+
+
+@dataclass(frozen=True)
+class ScheduleParams:
+    """The ``schedules`` section: the schedule axis (weldnet/schedules.py)."""
+
+    selective_undersample: SelectiveParams = field(default_factory=SelectiveParams)
+    crt: CrtParams = field(default_factory=CrtParams)
+
+
+@dataclass(frozen=True)
+class PretrainParams(OptimParams):
+    """The ``pretrain`` section: multi-label training on every common Redbox flag (init: redbox).
+
+    It runs the same loop as the train stages with its own optimiser settings, so a
+    change to ``train`` does not re-run it. The last epoch's weights are kept.
+    """
+
+    epochs: int = 6
+    select: Literal["best_val", "last"] = "last"
+    min_flag_count: int = 20
+    val_share: float = 0.15
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        check_range(self.val_share, f"{where}.val_share", 0.0, 0.5, low_open=True)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named choice on each axis (README, Strategies); a new combination needs no code."""
+
+    loss: str | None = None                                   # null: the top-level `loss`
+    sampler: str = "none"
+    init: Literal["scratch", "redbox", "imagenet"] = "scratch"
+    transfer: Literal["conv", "full"] = "full"                # pretrained layers copied when init is not scratch
+    freeze: int = 0                                           # lowest conv layers kept fixed
+    schedule: str = "standard"                                # standard | selective_undersample | crt
+    head: str | None = None                                   # null: model.head
+    decision: str = "argmax"
+    reuse: str | None = None                                  # apply `decision` to this strategy's model
+
+    def validate(self, where: str) -> None:
+        if self.loss is not None:
+            check_choice(self.loss, LOSS_NAMES, f"{where}.loss")
+        check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
+        check_choice(self.decision, DECISION_NAMES, f"{where}.decision")
+        check_choice(self.schedule, SCHEDULE_NAMES, f"{where}.schedule")
+        if self.head is not None:
+            check_choice(self.head, HEAD_NAMES, f"{where}.head")
+        if self.schedule == "selective_undersample" and self.sampler != "none":
+            raise ParamError(f"{where}: schedule selective_undersample chooses its own training rows; "
+                             f"drop sampler: {self.sampler} (or set sampler: none)")
+        if self.reuse is not None and self.schedule != "standard":
+            raise ParamError(f"{where}: reuse trains nothing, so schedule: {self.schedule} has no effect; drop it")
+        check_range(self.freeze, f"{where}.freeze", 0)
+        if self.freeze and self.init == "scratch":
+            raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")
+
+
+# ------------------------------------------------------------------ evaluate
+TAU_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """What the decision rules fit on validation (post-hoc logit adjustment's tau grid)."""
+
+    tau_grid: list[float] = field(default_factory=lambda: list(TAU_GRID))
+
+    def validate(self, where: str) -> None:
+        if not self.tau_grid:
+            raise ParamError(f"{where}.tau_grid is empty; list the tau values to try, e.g. [0.5, 1.0, 2.0]")
+        for tau in self.tau_grid:
+            check_range(tau, f"{where}.tau_grid", 0.0)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    bootstrap: int = 1000
+    seed: int = 0
+    target_recall: float = 0.95
+    tau_grid: list[float] = field(default_factory=lambda: list(TAU_GRID))
+
+    def validate(self, where: str) -> None:
+        check_range(self.bootstrap, f"{where}.bootstrap", 10)
+        check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True)
+        DecisionParams(self.tau_grid).validate(where)
+
+    @property
+    def decisions(self) -> DecisionParams:
+        return DecisionParams(self.tau_grid)
+
+
+# ------------------------------------------------------------------ the whole file
+@dataclass(frozen=True)
+class Params:
+    """params.yaml, typed. Sections other than task, tasks, strategies and study may be left out."""
+
+    task: str
+    tasks: dict[str, TaskSpec]
+    strategies: dict[str, Strategy]
+    study: list[str]
+    data: DataParams = field(default_factory=DataParams)
+    generate: GenerateSpec = field(default_factory=GenerateSpec)
+    ingest: IngestParams = field(default_factory=IngestParams)
+    audit: AuditParams = field(default_factory=AuditParams)
+    preprocess: PreprocessParams = field(default_factory=PreprocessParams)
+    imbalance: ImbalanceParams = field(default_factory=ImbalanceParams)
+    device: str = "auto"
+    loss: str = "cross_entropy"
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    losses: LossParams = field(default_factory=LossParams)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    schedules: ScheduleParams = field(default_factory=ScheduleParams)
+    pretrain: PretrainParams = field(default_factory=PretrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+
+    def validate(self, where: str) -> None:
+        if not self.tasks:
+            raise ParamError("tasks must map task names to {default, classes, rigs}; see README, Tasks")
+        check_choice(self.task, self.tasks, "task")
+        check_choice(self.device, DEVICES, "device")
+        check_choice(self.loss, LOSS_NAMES, "loss")
+        if not self.strategies:
+            raise ParamError("strategies must map strategy names to their axes; see README, Strategies")
+        for name, strategy in self.strategies.items():
+            if strategy.reuse is not None:
+                check_choice(strategy.reuse, self.strategies, f"strategies.{name}.reuse")
+                if self.strategies[strategy.reuse].reuse is not None:
+                    raise ParamError(f"strategies.{name}.reuse names '{strategy.reuse}', which reuses another; "
+                                     "reuse a strategy that trains")
+        if not self.study:
+            raise ParamError("study must be a non-empty list of strategy names, e.g. [baseline, bayesian]")
+        for name in self.study:
+            check_choice(name, self.strategies, "study")
+            source = self.strategies[name].reuse
+            if source is not None and source not in self.study:
+                raise ParamError(f"study lists '{name}', which reuses '{source}'; add '{source}' to study")
+        if len(set(self.study)) != len(self.study):
+            raise ParamError("study lists a strategy twice; list each once")
+
+    @property
+    def selected_task(self) -> TaskSpec:
+        return self.tasks[self.task]
+
+    def resolved_loss(self, name: str) -> str:
+        """Strategy ``name``'s own loss, or the top-level ``loss`` when it sets none."""
+        return self.strategies[name].loss or self.loss
+
+
+def check_params(raw: object) -> Params:
+    """The typed params, or ParamError on the first unknown key, wrong type, unknown name or bad value."""
+    return build(Params, raw, "")
+
+
+def load_checked_params(path: str | Path = "params.yaml") -> Params:
+    return check_params(load_params(path))
+
+
+def main() -> None:
+    load_checked_params()
+    print("params.yaml is valid")
+
+
+if __name__ == "__main__":
+    run_stage(main)
