@@ -26,6 +26,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,9 +149,11 @@ def run_stage(cwd: Path, module: str, argv: list[str], watch: bool = False) -> t
 
 
 def write_params(folder: Path, size: int, shard_size: int, workers: int) -> None:
-    (folder / "params.yaml").write_text(
-        f"ingest:\n  max_pixels: {MAX_PIXELS}\n  strict: false\n  workers: 2\n"
-        f"preprocess:\n  size: {size}\n  shard_size: {shard_size}\n  workers: {workers}\n")
+    """The repository's params.yaml (every stage checks the whole file) with ingest and preprocess set."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["ingest"] = {"max_pixels": MAX_PIXELS, "strict": False, "workers": 2}
+    params["preprocess"] = {"size": size, "shard_size": shard_size, "workers": workers}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def ingest(folder: Path, export: Path) -> float:

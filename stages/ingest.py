@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", required=True, type=Path)
     args = parser.parse_args(argv)
     params = load_checked_params().ingest
+    strict = params.strict          # read up front: it decides whether any rejection fails the stage
 
     labels = args.export / LABELS
     if not args.export.is_dir():
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     rejection_table(rejections).to_csv(args.rejected, index=False)
     args.metrics.write_text(json.dumps(ingest_metrics(manifest, rejections), indent=2) + "\n")
-    if rejections and params.strict:
+    if rejections and strict:
         args.manifest.unlink(missing_ok=True)
         raise DataError(f"ingest.strict is on and {rejection_summary(rejections)}; see {args.rejected}, "
                         "fix them or set ingest.strict: false")

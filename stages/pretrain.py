@@ -4,12 +4,15 @@ This is the report's suggested use of the large, noisy Redbox set: learn feature
 there, then transfer them to the Bluebox task (strategies with ``init: redbox``).
 With ``audit.drop_suspects`` the photos the audit suspects of being mislabelled
 are left out first, so ``dvc exp run -S audit.drop_suspects=true`` measures what
-label cleaning does to transfer.
+label cleaning does to transfer. It runs the same training loop as the train
+stages (weldnet.training.fit), with its own optimiser settings (``pretrain``),
+checkpoints after every epoch and resumes after an interruption.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,24 +21,29 @@ import pandas as pd
 import torch
 from torch import nn
 
+from weldnet.checkpoints import checkpoint_io, code_digest
+from weldnet.digests import file_digest, fingerprint
 from weldnet.config import DataError, run_stage
+from weldnet.data import PhotoDataset, build_loader
 from weldnet.live import DvcLiveLog
 from weldnet.manifest import read_manifest
 from weldnet.models import build_model, resize_uint8
 from weldnet.params import SamplingParams, load_checked_params
 from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
 from weldnet.shards import load_images, read_index
-from weldnet.training import (build_loader, build_optimizer, epoch_seed, lr_at, make_deterministic, predict_logits,
-                              resolve_device, train_one_epoch)
+from weldnet.training import fit, make_deterministic, predict_logits, resolve_device, task_input
+
+MEAN_BALANCED = "val/mean_balanced_accuracy"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--suspects", required=True, type=Path, help="the audit's suspects table")
     parser.add_argument("--shards", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--live", required=True, type=Path)
+    parser.add_argument("--checkpoints", required=True, type=Path, help="checkpoint folder (kept until done)")
     args = parser.parse_args()
 
     params = load_checked_params()
@@ -63,36 +71,34 @@ def main() -> None:
                           model_params.input_size)
     print(f"pretrain on {len(train_rows)} Redbox photos ({dropped} suspects dropped), {len(flags)} flags")
 
-    torch.manual_seed(spec.seed)
-    model = build_model(model_params, len(flags)).to(device)
-    loss_fn = nn.BCEWithLogitsLoss()
-    optimizer = build_optimizer(model, spec)
-    loader = build_loader(np.zeros(len(train_rows), dtype=np.int64), spec.batch_size, "none", spec.seed,
-                          SamplingParams())
-    train_x, train_y = images[train_rows], torch.from_numpy(targets[train_rows])
-    total = len(loader) * spec.epochs
-    log = DvcLiveLog(args.live)
-    step = 0
-    for epoch in range(spec.epochs):
-        torch.manual_seed(epoch_seed(spec.seed, epoch))
-        loader.sampler.set_epoch(epoch)
-        step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, train_y, device,
-                               input_size=model_params.input_size, flip=spec.flip, first_step=step,
-                               lr_for_step=lambda s: lr_at(s, total, spec.lr, spec.lr_schedule), log=log,
-                               generator=torch.Generator().manual_seed(epoch_seed(spec.seed, epoch)),
-                               name="pretrain")
-        logits = predict_logits(model, images[val_rows], device, model_params.input_size)
+    def validate(model: nn.Module) -> dict[str, float]:
+        logits = predict_logits(model, images[val_rows], device, model_params.input_size, spec.eval_batch_size)
         balanced = balanced_accuracy_per_flag(logits, targets[val_rows])
-        log(step - 1, "val/mean_balanced_accuracy", float(np.nanmean(balanced)))
+        return {MEAN_BALANCED: float(np.nanmean(balanced)),
+                **{f"val/balanced_accuracy/{flag}": float(b) for flag, b in zip(flags, balanced)}}
+
+    torch.manual_seed(spec.seed)
+    model = build_model(model_params, len(flags))
+    train = PhotoDataset(images[train_rows], torch.from_numpy(targets[train_rows]))
+    loader = build_loader(train, np.zeros(len(train_rows), dtype=np.int64), spec.batch_size, "none", spec.seed,
+                          SamplingParams())
+    run_fingerprint = fingerprint(asdict(spec), asdict(model_params), flags, dropped,
+                                  file_digest(args.manifest), code_digest(Path(__file__)))
+    save, load = checkpoint_io(args.checkpoints / "pretrain.pt", run_fingerprint)
+    log = DvcLiveLog(args.live)
+    result = fit(model, nn.BCEWithLogitsLoss(), loader, validate, params=spec, seed=spec.seed,
+                 prepare=task_input(model_params.input_size, spec.flip), device=device, name="pretrain", log=log,
+                 rank=lambda scores: (scores[MEAN_BALANCED],), save_checkpoint=save, checkpoint=load())
     log.close()
 
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out / "redbox.pt")
-    report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped,
-              "model": asdict(model_params),
-              "val_balanced_accuracy": {f: float(b) for f, b in zip(flags, balanced)}}
+    torch.save(result.state, args.out / "redbox.pt")
+    report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped, "model": asdict(model_params),
+              "epoch": result.best_epoch,
+              "val_balanced_accuracy": {f: result.scores[f"val/balanced_accuracy/{f}"] for f in flags}}
     (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"validation balanced accuracy, mean over flags: {np.nanmean(balanced):.3f}")
+    shutil.rmtree(args.checkpoints, ignore_errors=True)
+    print(f"validation balanced accuracy, mean over flags: {result.scores[MEAN_BALANCED]:.3f}")
 
 
 if __name__ == "__main__":

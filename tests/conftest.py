@@ -1,8 +1,10 @@
+import sys
 from pathlib import Path
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # tests/dvc_deps.py
 
 
 def params_yaml(**sections) -> str:

@@ -1,6 +1,7 @@
 """The code each DVC stage runs: the import closure of its ``python -m`` module within this repository.
 
-    python tests/dvc_deps.py        # prints, per stage, the code deps dvc.yaml should list
+    python tests/dvc_deps.py          # prints, per stage, the code deps dvc.yaml should list
+    python tests/dvc_deps.py --write  # rewrites those deps in dvc.yaml, leaving every other line as it is
 
 tests/test_dvc_graph.py fails when a stage's deps in dvc.yaml miss a file of that
 closure, or list a Python file outside it, so invalidation stays exact: editing a
@@ -76,7 +77,36 @@ def code_deps(deps: list[str]) -> set[str]:
     return {d for d in deps if d.endswith(".py") and d.split("/")[0] in PACKAGES}
 
 
+def rewrite_code_deps(text: str, stages: dict[str, tuple[str, list[str]]]) -> str:
+    """dvc.yaml text with each stage's code deps replaced by its import closure, in sorted order."""
+    lines, out, current, i = text.split("\n"), [], None, 0
+    while i < len(lines):
+        line = lines[i]
+        name = re.match(r"^  (\w+):\s*$", line)
+        if name:
+            current = name.group(1)
+        deps = re.match(r"^(\s+)deps:\s*$", line)
+        if deps and current in stages:
+            indent = deps.group(1)
+            out.append(line)
+            i += 1
+            while i < len(lines) and re.match(rf"^{indent}  - ", lines[i]):
+                if not re.search(r"- (stages|weldnet)/.*\.py\s*$", lines[i]):
+                    out.append(lines[i])
+                i += 1
+            out += [f"{indent}  - {path}" for path in sorted(import_closure(stages[current][0]))]
+            continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--write" in sys.argv:
+        path = ROOT / "dvc.yaml"
+        path.write_text(rewrite_code_deps(path.read_text(), stage_modules(path)))
     for stage, (module, deps) in stage_modules().items():
         print(f"{stage}:")
         for path in sorted(import_closure(module)):

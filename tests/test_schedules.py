@@ -10,7 +10,9 @@ from weldnet.losses import build_loss
 from weldnet.params import ModelParams
 from weldnet.models import build_model
 from weldnet.params import SamplingParams
+from weldnet.data import PhotoDataset
 from weldnet.schedules import SCHEDULES, Run
+from weldnet.training import predict_logits, task_input, validation_scores
 from weldnet.params import ScheduleParams
 from weldnet.params import Strategy
 from weldnet.params import TrainParams
@@ -47,9 +49,12 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
         return (lambda state: store.__setitem__(phase, copy.deepcopy(state)),
                 lambda: store.get(phase))
 
-    run = Run(x, y, x, y, params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
-              sampling=SamplingParams(target_ratio=0.6), seed=0, input_size=16, class_names=["a", "b"],
-              device=torch.device("cpu"), name=name, log=log,
+    cpu = torch.device("cpu")
+    run = Run(PhotoDataset(x, torch.as_tensor(y)), y,
+              lambda m: validation_scores(predict_logits(m, x, cpu, 16), y, ["a", "b"]),
+              params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
+              sampling=SamplingParams(target_ratio=0.6), seed=0, prepare=task_input(16, True), input_size=16,
+              class_names=["a", "b"], device=cpu, name=name, log=log,
               make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints)
     return SCHEDULES[name](model, run, spec), logs, model
 

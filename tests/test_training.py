@@ -12,7 +12,10 @@ from weldnet.params import ModelParams
 from weldnet.models import build_model
 from weldnet.params import SamplingParams
 from weldnet.params import TrainParams
-from weldnet.training import build_loader, fit, lr_at, resolve_device
+from weldnet.data import PhotoDataset, build_loader
+from weldnet.training import fit, lr_at, predict_logits, resolve_device, task_input, validation_scores
+
+CPU = torch.device("cpu")
 
 
 def test_lr_schedules_by_hand():
@@ -34,9 +37,11 @@ def test_device_choice():
 
 def test_the_loader_yields_the_strategy_sampler_histogram():
     labels = np.array([0] * 90 + [1] * 10)
+    data = PhotoDataset(torch.zeros((len(labels), 2, 2, 3), dtype=torch.uint8), torch.as_tensor(labels))
+
     def minority_share(sampler: str) -> float:
-        loader = build_loader(labels, 10, sampler, 0, SamplingParams(target_ratio=0.5))
-        drawn = np.concatenate([labels[idx.numpy()] for (idx,) in loader])
+        loader = build_loader(data, labels, 10, sampler, 0, SamplingParams(target_ratio=0.5))
+        drawn = np.concatenate([targets.numpy() for _, targets in loader])
         return float(np.mean(drawn == 1))
     assert minority_share("none") == pytest.approx(0.1)
     assert minority_share("undersample") == pytest.approx(0.5)
@@ -52,14 +57,20 @@ def tiny_data(seed: int = 0):
     return torch.from_numpy(x), y
 
 
+def fit_task(model, loss_fn, x, y, params: TrainParams, log, **kwargs):
+    """fit on a class-labelled tiny data set, validated on itself."""
+    loader = build_loader(PhotoDataset(x, torch.as_tensor(y)), y, params.batch_size, "none", 0, SamplingParams())
+    return fit(model, loss_fn, loader, lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]),
+               params=params, seed=0, prepare=task_input(16, params.flip), device=CPU, name="test", log=log, **kwargs)
+
+
 def run_fit(params: TrainParams, loss: str = "cross_entropy", **kwargs):
     x, y = tiny_data()
     torch.manual_seed(0)
     model = build_model(ModelParams(width=4, input_size=16), 2)
     logs: list = []
-    result = fit(model, build_loss(loss, np.bincount(y).tolist(), LossParams()), x, y, x, y, params=params,
-                 sampler="none", sampling=SamplingParams(), seed=0, input_size=16, class_names=["a", "b"],
-                 device=torch.device("cpu"), name="test", log=lambda s, k, v: logs.append((s, k, v)), **kwargs)
+    result = fit_task(model, build_loss(loss, np.bincount(y).tolist(), LossParams()), x, y, params,
+                      lambda s, k, v: logs.append((s, k, v)), **kwargs)
     return result, logs
 
 
@@ -118,8 +129,7 @@ def test_a_nan_loss_stops_training_naming_strategy_and_step():
     x, y = tiny_data()
     model = build_model(ModelParams(width=4, input_size=16), 2)
     with pytest.raises(TrainingError, match="strategy 'test'.*nan at step 4"):
-        fit(model, NanAfter(4), x, y, x, y, params=PARAMS, sampler="none", sampling=SamplingParams(), seed=0,
-            input_size=16, class_names=["a", "b"], device=torch.device("cpu"), name="test", log=lambda *a: None)
+        fit_task(model, NanAfter(4), x, y, PARAMS, lambda *a: None)
 
 
 def test_tiny_model_learns_the_bright_square():

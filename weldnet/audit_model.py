@@ -14,8 +14,11 @@ from functools import partial
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Sampler
 
+from weldnet.data import PhotoDataset, photo_loader
 from weldnet.pool import ordered_list
+from weldnet.training import train_one_epoch
 
 
 class _MaxAvgHead(nn.Module):
@@ -68,42 +71,63 @@ class FitSettings:
 CHANNELS_LAST = torch.channels_last
 
 
+def centred(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (n, S, S, 3) -> float (n, 3, S, S) centred on 0: the audit model's own input scale."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (n, S, S, 3) -> float (n, 3, S, S) centred on 0."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
+    return centred(torch.from_numpy(np.ascontiguousarray(images)))
+
+
+class Shuffle(Sampler[int]):
+    """Every row once per pass, in the order ``torch.randperm(n, generator)`` draws when the pass starts."""
+
+    def __init__(self, n: int, generator: torch.Generator):
+        self.n, self.generator = n, generator
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def audit_input(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """uint8 NHWC batch -> centred float NCHW (channels-last), randomly flipped and transposed (``_augment``)."""
+    return _augment(centred(images), generator).contiguous(memory_format=CHANNELS_LAST)
 
 
 def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSettings, seed: int) -> nn.Module:
-    """Train a tiny CNN with binary cross-entropy on 0/1 flag targets (n, F).
+    """Train a tiny CNN with binary cross-entropy on 0/1 flag targets (n, F), with the shared training loop.
 
     Augmentation: random flips of either axis and transposition (a weld photo has no
     preferred orientation). AdamW with a one-cycle schedule: the learning rate rises
     to ``learning_rate`` over the first ``warmup`` share of the steps, then anneals
-    (cosine) to about 0.
+    (cosine) to about 0. One generator draws the epoch orders and the augmentation.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x = to_tensor(images)
-    y = torch.from_numpy(targets.astype(np.float32))
-    model = tiny_cnn(y.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
+    data = PhotoDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(targets.astype(np.float32)))
+    model = tiny_cnn(targets.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
-    steps = settings.epochs * max(1, -(-len(x) // settings.batch_size))
+    steps = settings.epochs * max(1, -(-len(data) // settings.batch_size))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps,
                                                    pct_start=settings.warmup)
-    model.train()
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
-            if len(rows) < 2:  # batch norm needs two samples
-                continue
-            batch = _augment(x[rows], generator).contiguous(memory_format=CHANNELS_LAST)
-            loss = nn.functional.binary_cross_entropy_with_logits(model(batch), y[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+
+    def before_step(step: int) -> float:
+        if step:                 # the schedule starts at step 0's rate and advances once per optimiser step
             schedule.step()
+        return schedule.get_last_lr()[0]
+
+    loader = photo_loader(data, settings.batch_size, Shuffle(len(data), generator))
+    loss_fn = nn.BCEWithLogitsLoss()
+    step = 0
+    for _ in range(settings.epochs):
+        step = train_one_epoch(model, loss_fn, optimizer, loader, torch.device("cpu"), prepare=audit_input,
+                               generator=generator, before_step=before_step, first_step=step,
+                               name="audit model", min_batch=2)   # batch norm needs two samples
     model.eval()
     return model
 

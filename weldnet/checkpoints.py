@@ -8,7 +8,6 @@ that leaves params alone, retrains from scratch.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +17,6 @@ import torch
 LIBRARY = Path(__file__).resolve().parent
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def code_digest(*stage_files: Path) -> str:
     """Digest of the training code: the given stage module(s) and every module of the weldnet library."""
     digest = hashlib.sha256()
@@ -29,11 +24,6 @@ def code_digest(*stage_files: Path) -> str:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
-
-
-def fingerprint(*parts: object) -> str:
-    """One digest of JSON-able parts (configuration, seed, digests)."""
-    return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def checkpoint_io(path: Path, fingerprint_: str) -> tuple[Callable[[dict], None], Callable[[], dict | None]]:

@@ -16,6 +16,11 @@ Every default below is the value the committed params.yaml sets (also tested).
 """
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -525,13 +530,117 @@ class Params:
         return self.strategies[name].loss or self.loss
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    """Weights a strategy starts from, by path and content (so new weights mean a new configuration)."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """One strategy, fully resolved (weldnet.resolve): all its train stage reads of the configuration.
+
+    The configure stage writes one per strategy of ``study``; each train stage
+    depends on its own file only, so a params change re-runs exactly the strategies
+    it changes. A strategy that reuses another's model carries only ``name`` and
+    ``strategy``. Sections a strategy does not use are left out of its file and
+    take their defaults here, unread.
+    """
+
+    name: str
+    strategy: Strategy
+    loss: str | None = None
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    losses: LossParams = field(default_factory=LossParams)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    schedules: ScheduleParams = field(default_factory=ScheduleParams)
+    device: str = "auto"
+    pretrained: Pretrained | None = None
+
+    def validate(self, where: str) -> None:
+        check_choice(self.device, DEVICES, f"{where}.device")
+        if self.strategy.reuse is None:
+            if self.loss is None:
+                raise ParamError(f"{where}: no loss; re-run the configure stage (dvc repro configure)")
+            check_choice(self.loss, LOSS_NAMES, f"{where}.loss")
+            if self.strategy.init == "redbox" and self.pretrained is None:
+                raise ParamError(f"{where}: init redbox without pretrained weights; re-run the configure stage")
+
+
 def check_params(raw: object) -> Params:
     """The typed params, or ParamError on the first unknown key, wrong type, unknown name or bad value."""
     return build(Params, raw, "")
 
 
 def load_checked_params(path: str | Path = "params.yaml") -> Params:
-    return check_params(load_params(path))
+    """params.yaml, checked whole and typed; every stage calls this before any work.
+
+    With the environment variable ``WELDNET_PARAMS_LOG`` naming a file, the stage
+    gets a view that notes each key it reads and appends them to that file when it
+    exits: tests/test_pipeline.py checks them against the stage's ``params`` in dvc.yaml.
+    """
+    params = check_params(load_params(path))
+    log = os.environ.get(RECORD_ENV)
+    return params if not log else _record_reads(params, Path(log))
+
+
+# ------------------------------------------------------------------ which keys a stage reads
+RECORD_ENV = "WELDNET_PARAMS_LOG"
+
+
+class _View:
+    """A read-only stand-in for a params dataclass that notes the dotted path of every key read."""
+
+    __slots__ = ("_obj", "_path", "_reads")
+
+    def __init__(self, obj: object, path: str, reads: set[str]):
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_reads", reads)
+
+    def __getattr__(self, name: str):
+        obj, path, reads = (object.__getattribute__(self, k) for k in ("_obj", "_path", "_reads"))
+        attr = getattr(type(obj), name, None)
+        if isinstance(attr, property):
+            return attr.fget(self)                     # properties and methods read through the view
+        if callable(attr) and not isinstance(attr, type) and name not in obj.__dict__:
+            return attr.__get__(self)
+        key = f"{path}.{name}" if path else name
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return _view(value, key, reads)
+        reads.add(key)
+        return value
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(name)
+
+
+_VIEWS: dict[type, type] = {}
+
+
+def _view(obj: object, path: str, reads: set[str]) -> _View:
+    cls = type(obj)
+    if cls not in _VIEWS:   # dataclasses.asdict and fields() accept the view, reading every field through it
+        _VIEWS[cls] = type(f"Read{cls.__name__}", (_View,), {"__slots__": (),
+                                                              "__dataclass_fields__": cls.__dataclass_fields__})
+    return _VIEWS[cls](obj, path, reads)
+
+
+def _record_reads(params: Params, log: Path) -> Params:
+    reads: set[str] = set()
+    main = sys.modules.get("__main__")
+    module = getattr(getattr(main, "__spec__", None), "name", None) or sys.argv[0]
+
+    def write() -> None:
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"module": module, "reads": sorted(reads)}) + "\n")
+
+    atexit.register(write)
+    return _view(params, "", reads)  # type: ignore[return-value]
 
 
 def main() -> None:

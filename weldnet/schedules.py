@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from weldnet.data import PhotoDataset, build_loader
 from weldnet.params import SamplingParams, ScheduleParams, TrainParams
 from weldnet.sampling import draw_generator
 from weldnet.selective import initial_set, selection_round
-from weldnet.training import FitResult, Logger, fit, predict_features, predict_logits
+from weldnet.training import FitResult, Logger, Prepare, fit, predict_features, predict_logits
 from weldnet.transfer import retrain_output_layer
 
 # seeds the selective under-sampling draws apart from the training randomness
@@ -40,14 +41,14 @@ Checkpoints = Callable[[str], tuple[Callable[[dict], None], Callable[[], dict | 
 class Run:
     """One seed's training inputs, shared by every schedule."""
 
-    train_x: torch.Tensor
-    train_y: np.ndarray
-    val_x: torch.Tensor
-    val_y: np.ndarray
+    train: PhotoDataset                             # the training split: uint8 photos, class-index targets
+    train_y: np.ndarray                             # their class labels, for the samplers and class counts
+    validate: Callable[[nn.Module], dict[str, float]]   # validation scores of a model (weldnet.training)
     params: TrainParams
     sampler: str
     sampling: SamplingParams
     seed: int
+    prepare: Prepare                                # uint8 batch -> model input (weldnet.training.task_input)
     input_size: int
     class_names: Sequence[str]
     device: torch.device
@@ -63,14 +64,14 @@ class Run:
     def fit(self, model: nn.Module, phase: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
             sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
         """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``."""
-        x = self.train_x if rows is None else self.train_x[torch.from_numpy(rows)]
-        y = self.train_y if rows is None else self.train_y[rows]
+        params = params or self.params
+        dataset = self.train if rows is None else self.train.subset(rows)
+        labels = self.train_y if rows is None else self.train_y[rows]
+        loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling)
         save, load = self.checkpoints(phase)
-        return fit(model, self.make_loss(self.counts(rows)), x, y, self.val_x, self.val_y,
-                   params=params or self.params, sampler=sampler or self.sampler, sampling=self.sampling,
-                   seed=self.seed, input_size=self.input_size, class_names=self.class_names, device=self.device,
-                   name=self.name, log=self.log, save_checkpoint=save, checkpoint=load(),
-                   step_offset=step_offset, epoch_offset=epoch_offset)
+        return fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
+                   prepare=self.prepare, device=self.device, name=self.name, log=self.log,
+                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset)
 
 
 def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
@@ -90,7 +91,7 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
 
     def predict(rows: np.ndarray, embed: bool = False) -> np.ndarray:
         forward = predict_features if embed else predict_logits
-        return forward(model, run.train_x[torch.from_numpy(rows)], run.device, run.input_size,
+        return forward(model, run.train.images[torch.from_numpy(rows)], run.device, run.input_size,
                        run.params.eval_batch_size)
 
     number = 1

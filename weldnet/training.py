@@ -14,13 +14,13 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from weldnet.config import ParamError, TrainingError
 from weldnet.metrics import class_recall, cross_entropy, per_class_accuracy, softmax
 from weldnet.models import to_input
-from weldnet.params import DEVICES, OptimParams, SamplingParams, TrainParams
-from weldnet.sampling import EpochSampler
+from weldnet.params import DEVICES, OptimParams
+from weldnet.progress import Progress
 
 
 class Logger(Protocol):
@@ -40,14 +40,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def build_loader(labels: np.ndarray, batch_size: int, sampler: str, seed: int,
-                 params: SamplingParams) -> DataLoader:
-    """Batches of training-row indices, in the order the strategy's sampler draws them."""
-    dataset = TensorDataset(torch.arange(len(labels)))
-    order = EpochSampler(labels, sampler, batch_size, seed, params)
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=False)
-
-
 def build_optimizer(model: nn.Module, params: OptimParams) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     if params.optimizer == "sgd":
@@ -55,22 +47,50 @@ def build_optimizer(model: nn.Module, params: OptimParams) -> torch.optim.Optimi
     return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
 
 
-def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-                    images: torch.Tensor, labels: torch.Tensor, device: torch.device, *, input_size: int,
-                    flip: bool, first_step: int, lr_for_step: Callable[[int], float], log: Logger,
-                    generator: torch.Generator, name: str) -> int:
-    """One pass over the loader's batches; returns the next global step. Stops on a NaN or inf loss."""
-    set_train_mode(model)
-    step = first_step
-    for (index,) in loader:
-        x = to_input(images[index].to(device), input_size)
-        y = labels[index].to(device)
+Prepare = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def task_input(input_size: int, flip: bool) -> Prepare:
+    """uint8 NHWC batch -> normalised float NCHW at ``input_size``, each photo mirrored with probability 1/2."""
+    def prepare(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x = to_input(images, input_size)
         if flip:
-            mirror = torch.rand(len(index), generator=generator) < 0.5
-            x[mirror.to(device)] = x[mirror.to(device)].flip(-1)
+            mirror = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+            x[mirror] = x[mirror].flip(-1)
+        return x
+    return prepare
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr_for_step: Callable[[int], float]) -> Callable[[int], float]:
+    """A step hook that sets every parameter group's learning rate to ``lr_for_step(step)`` and returns it."""
+    def hook(step: int) -> float:
         lr = lr_for_step(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        return lr
+    return hook
+
+
+def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+                    device: torch.device, *, prepare: Prepare, generator: torch.Generator,
+                    before_step: Callable[[int], float], first_step: int = 0, log: Logger | None = None,
+                    name: str = "model", min_batch: int = 1, bar: Progress | None = None) -> int:
+    """One pass over the loader's (images, targets) batches; returns the next global step.
+
+    The one training loop of the project: task training, pretraining and the audit's
+    cheap model all run it. ``prepare`` turns a uint8 batch into the model's input
+    (augmentation drawn from ``generator``); ``before_step(step)`` sets the learning
+    rate (and returns it, for the log). Batches smaller than ``min_batch`` are
+    skipped. Stops with TrainingError on a NaN or inf loss.
+    """
+    set_train_mode(model)
+    step = first_step
+    for images, targets in loader:
+        if len(images) < min_batch:
+            continue
+        x = prepare(images.to(device), generator)
+        y = targets.to(device)
+        lr = before_step(step)
         loss = loss_fn(model(x), y)
         if not torch.isfinite(loss):
             raise TrainingError(f"strategy '{name}': the loss became {loss.item()} at step {step}; "
@@ -78,8 +98,11 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        log(step, "train/loss", float(loss.item()))
-        log(step, "train/lr", lr)
+        if log is not None:
+            log(step, "train/loss", float(loss.item()))
+            log(step, "train/lr", lr)
+        if bar is not None:
+            bar.update(1)
         step += 1
     return step
 
@@ -128,6 +151,11 @@ def validation_scores(logits: np.ndarray, target: np.ndarray, class_names: Seque
     return scores
 
 
+def selection_key(scores: dict[str, float]) -> tuple[float, ...]:
+    """How checkpoints are ranked (``select: best_val``): validation per-class accuracy, then lower cross entropy."""
+    return scores["val/per_class_accuracy"], -scores["val/cross_entropy"]
+
+
 @dataclass
 class FitResult:
     state: dict[str, torch.Tensor]
@@ -135,21 +163,23 @@ class FitResult:
     epochs_run: int
     history: list[list]
     steps: int = 0                         # optimiser steps this fit ran
-    best_score: tuple[float, float] = (0.0, 0.0)   # selection_key of the state
+    best_score: tuple[float, ...] = ()     # the rank of the selected state
+    scores: dict[str, float] = field(default_factory=dict)   # its validation scores
     details: dict = field(default_factory=dict)    # what a multi-phase schedule wants recorded
 
 
-def selection_key(per_class_accuracy_: float, cross_entropy_: float) -> tuple[float, float]:
-    """How checkpoints are ranked (``train.select: best_val``): validation per-class accuracy, then lower cross entropy."""
-    return per_class_accuracy_, -cross_entropy_
-
-
-def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np.ndarray, val_x: torch.Tensor,
-        val_y: np.ndarray, *, params: TrainParams, sampler: str, sampling: SamplingParams, seed: int,
-        input_size: int, class_names: Sequence[str], device: torch.device, name: str, log: Logger,
+def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Callable[[nn.Module], dict[str, float]],
+        *, params: OptimParams, seed: int, prepare: Prepare, device: torch.device, name: str, log: Logger,
+        rank: Callable[[dict[str, float]], tuple[float, ...]] = selection_key,
         save_checkpoint: Callable[[dict], None] | None = None, checkpoint: dict | None = None,
         step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
-    """Train for params.epochs, evaluating on validation after each epoch and keeping the selected weights.
+    """Train for params.epochs, scoring ``validate(model)`` after each epoch and keeping the selected weights.
+
+    The loader's sampler must be an ``EpochSampler``: every epoch re-seeds torch and
+    the augmentation generator from (seed, epoch) and sets the sampler's epoch, so a
+    run resumed from an end-of-epoch checkpoint replays exactly what an uninterrupted
+    run would have done. ``params.select``: ``best_val`` keeps the epoch with the
+    highest ``rank(scores)``, ``last`` the last one.
 
     ``checkpoint`` is the dict last given to ``save_checkpoint`` by an interrupted run
     with the same configuration; training continues after its epoch, and the logged
@@ -161,10 +191,9 @@ def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np
     model.to(device)
     loss_fn.to(device)
     optimizer = build_optimizer(model, params)
-    loader = build_loader(train_y, params.batch_size, sampler, seed, sampling)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * params.epochs
-    labels = torch.tensor(np.array(train_y), dtype=torch.long)
+    before_step = set_lr(optimizer, lambda s: lr_at(s, total_steps, params.lr, params.lr_schedule))
     history: list[list] = []
     best: dict | None = None
     start_epoch, step = 0, 0
@@ -183,32 +212,31 @@ def fit(model: nn.Module, loss_fn: nn.Module, train_x: torch.Tensor, train_y: np
     def shifted(step_: int, key: str, value: float) -> None:
         record(step_ + step_offset, key, value)
 
-    for epoch in range(start_epoch, params.epochs):
-        torch.manual_seed(epoch_seed(seed, epoch_offset + epoch))
-        generator = torch.Generator().manual_seed(epoch_seed(seed, epoch_offset + epoch))
-        loader.sampler.set_epoch(epoch_offset + epoch)
-        on_epoch = getattr(loss_fn, "on_epoch", None)
-        if callable(on_epoch):
-            on_epoch(epoch, params.epochs)
-        step = train_one_epoch(model, loss_fn, optimizer, loader, train_x, labels, device, input_size=input_size,
-                               flip=params.flip, first_step=step,
-                               lr_for_step=lambda s: lr_at(s, total_steps, params.lr, params.lr_schedule),
-                               log=shifted, generator=generator, name=name)
-        scores = validation_scores(predict_logits(model, val_x, device, input_size, params.eval_batch_size),
-                                   val_y, class_names)
-        for key, value in scores.items():
-            shifted(step - 1, key, value)
-        shifted(step - 1, "epoch", epoch_offset + epoch + 1)
-        key = selection_key(scores["val/per_class_accuracy"], scores["val/cross_entropy"])
-        if params.select == "last" or best is None or key > tuple(best["key"]):
-            best = {"epoch": epoch_offset + epoch + 1, "key": list(key),
-                    "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        if save_checkpoint is not None:
-            save_checkpoint({"epoch": epoch + 1, "step": step, "best": best, "history": history,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    with Progress(total_steps, f"{name} (seed {seed})", unit="step") as bar:
+        bar.update(step)
+        for epoch in range(start_epoch, params.epochs):
+            torch.manual_seed(epoch_seed(seed, epoch_offset + epoch))
+            generator = torch.Generator().manual_seed(epoch_seed(seed, epoch_offset + epoch))
+            loader.sampler.set_epoch(epoch_offset + epoch)
+            on_epoch = getattr(loss_fn, "on_epoch", None)
+            if callable(on_epoch):
+                on_epoch(epoch, params.epochs)
+            step = train_one_epoch(model, loss_fn, optimizer, loader, device, prepare=prepare, generator=generator,
+                                   before_step=before_step, first_step=step, log=shifted, name=name, bar=bar)
+            scores = validate(model)
+            for key, value in scores.items():
+                shifted(step - 1, key, value)
+            shifted(step - 1, "epoch", epoch_offset + epoch + 1)
+            key = list(rank(scores)) if params.select == "best_val" else []
+            if params.select == "last" or best is None or tuple(key) > tuple(best["key"]):
+                best = {"epoch": epoch_offset + epoch + 1, "key": key, "scores": scores,
+                        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if save_checkpoint is not None:
+                save_checkpoint({"epoch": epoch + 1, "step": step, "best": best, "history": history,
+                                 "model": model.state_dict(), "optimizer": optimizer.state_dict()})
     assert best is not None
     return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history,
-                     steps=step, best_score=tuple(best["key"]))
+                     steps=step, best_score=tuple(best["key"]), scores=dict(best["scores"]))
 
 
 def resolve_device(name: object) -> torch.device:

@@ -1,0 +1,105 @@
+"""params.yaml's schema: defaults, registries, and resolution that changes exactly what a param touches."""
+import dataclasses
+
+import pytest
+import yaml
+
+from weldnet.config import ParamError, build
+from weldnet.decisions import DECISIONS
+from weldnet.losses import LOSSES
+from weldnet.models import HEADS, MODELS
+from weldnet.params import (ARCH_NAMES, DECISION_NAMES, HEAD_NAMES, LOSS_NAMES, SAMPLER_NAMES, SCHEDULE_NAMES,
+                            Params, check_params)
+from weldnet.resolve import resolve_strategy
+from weldnet.sampling import SAMPLERS
+from weldnet.schedules import SCHEDULES
+
+from conftest import ROOT
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+PARAMS = check_params(RAW)
+
+
+def test_the_committed_params_yaml_is_valid_and_every_default_is_its_value():
+    defaults = Params(task=PARAMS.task, tasks=PARAMS.tasks, strategies=PARAMS.strategies, study=PARAMS.study)
+    differ = [f.name for f in dataclasses.fields(Params) if getattr(defaults, f.name) != getattr(PARAMS, f.name)]
+    assert not differ, f"defaults in weldnet/params.py differ from params.yaml in: {differ}"
+
+
+def test_each_axis_registry_is_keyed_by_exactly_the_declared_names():
+    assert tuple(LOSSES) == LOSS_NAMES
+    assert tuple(SAMPLERS) == SAMPLER_NAMES
+    assert tuple(SCHEDULES) == SCHEDULE_NAMES
+    assert tuple(DECISIONS) == DECISION_NAMES
+    assert tuple(MODELS) == ARCH_NAMES
+    assert tuple(HEADS) == HEAD_NAMES
+
+
+def test_every_workers_param_means_processes_with_zero_for_one_per_cpu():
+    for section in ("generate", "ingest", "audit", "preprocess"):
+        assert getattr(check_params({**RAW, section: {**RAW[section], "workers": 0}}), section).workers == 0
+        with pytest.raises(ParamError, match=rf"^{section}.workers = -1 must be >= 1, or 0 for one per CPU$"):
+            check_params({**RAW, section: {**RAW[section], "workers": -1}})
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({**RAW, "trian": {}}, "params.yaml: unknown key 'trian'"),
+    ({**RAW, "study": ["threshold"]}, "study lists 'threshold', which reuses 'baseline'; add 'baseline' to study"),
+    ({**RAW, "loss": "bayes"}, "loss: unknown name 'bayes'; valid: cross_entropy"),
+    ({**RAW, "train": {**RAW["train"], "lr_schedule": "step"}}, "train.lr_schedule: unknown value 'step'"),
+    ({**RAW, "strategies": {**RAW["strategies"], "focal": {"sampler": "balanced"}}},
+     "strategies.focal.sampler: unknown name 'balanced'; valid: none, oversample"),
+])
+def test_a_bad_value_is_one_line_naming_the_key(raw, message):
+    with pytest.raises(ParamError, match=message):
+        check_params(raw)
+
+
+def resolved(raw: dict, sha: str = "aa") -> dict[str, dict]:
+    params = check_params(raw)
+    return {name: resolve_strategy(params, name, "models/pretrain/redbox.pt", sha) for name in params.study}
+
+
+def changed(raw: dict, sha: str = "aa") -> set[str]:
+    before, after = resolved(RAW), resolved(raw, sha)
+    return {name for name in before if before[name] != after[name]}
+
+
+OWN_LOSS = {name for name, s in PARAMS.strategies.items() if s.loss is not None}
+TRAINED = {name for name in PARAMS.study if PARAMS.strategies[name].reuse is None}
+
+
+def test_the_top_level_loss_changes_only_strategies_without_a_loss_of_their_own():
+    assert changed({**RAW, "loss": "bayesian"}) == TRAINED - OWN_LOSS
+    assert {"baseline", "oversample", "crt"} <= TRAINED - OWN_LOSS and "bayesian" in OWN_LOSS
+
+
+def test_new_pretrained_weights_change_only_the_strategies_that_start_from_them():
+    assert changed(RAW, sha="bb") == {n for n in PARAMS.study if PARAMS.strategies[n].init == "redbox"}
+    assert changed(RAW, sha="bb") == {"transfer_conv", "transfer_full", "transfer_frozen", "svm"}
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("losses", "focal", {"gamma": 1.0}, {"focal"}),
+    ("losses", "ldam", {"scale": 10.0}, {"ldam_drw"}),
+    ("sampling", "target_ratio", 0.9, {"oversample", "undersample", "selective_undersample"}),
+    ("schedules", "crt", {"epochs": 2}, {"crt"}),
+    ("schedules", "selective_undersample", {"round_epochs": 1}, {"selective_undersample"}),
+])
+def test_a_hyperparameter_changes_only_the_strategies_that_read_it(section, key, value, expected):
+    assert changed({**RAW, section: {**RAW[section], key: value}}) == expected
+
+
+def test_training_settings_change_every_trained_strategy_and_no_reuse_pointer():
+    assert changed({**RAW, "train": {**RAW["train"], "epochs": 3}}) == TRAINED
+    reuse = resolved(RAW)["threshold"]
+    assert set(reuse) == {"name", "strategy"}
+
+
+def test_a_resolved_configuration_builds_back_into_the_typed_one():
+    from weldnet.params import StrategyConfig
+    config = build(StrategyConfig, resolved(RAW)["svm"], "svm.json")
+    assert config.loss == "hinge" and config.pretrained.sha256 == "aa" and config.strategy.freeze == 4
+    assert config.model.input_size == PARAMS.model.input_size
+    with pytest.raises(ParamError, match="init redbox without pretrained weights"):
+        build(StrategyConfig, {k: v for k, v in resolved(RAW)["svm"].items() if k != "pretrained"}, "svm.json")
