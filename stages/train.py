@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from weldnet.live import DvcLiveLog
 from weldnet.losses import build_loss
 from weldnet.models import build_model
 from weldnet.params import Strategy, load_checked_params
+from weldnet.paths import remove_output
 from weldnet.schedules import SCHEDULES, Run
 from weldnet.training import make_deterministic, resolve_device
 from weldnet.transfer import initialise, load_imagenet_alexnet
@@ -31,8 +31,8 @@ from weldnet.transfer import initialise, load_imagenet_alexnet
 
 def write_reuse(out: Path, live: Path, name: str, strategy: Strategy) -> None:
     """A strategy that reuses another's model trains nothing; evaluate reads this pointer."""
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(live, ignore_errors=True)
+    remove_output(out)
+    remove_output(live)
     out.mkdir(parents=True)
     live.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps({"strategy": name, "reuse": strategy.reuse,
@@ -98,7 +98,7 @@ def main() -> None:
     source = pretrained_state(strategy, args.pretrained)
     if strategy.init == "redbox":
         data_digest += file_digest(args.pretrained)
-    shutil.rmtree(args.out, ignore_errors=True)
+    remove_output(args.out)
     args.out.mkdir(parents=True)
     args.checkpoints.mkdir(parents=True, exist_ok=True)
     summary = {}
