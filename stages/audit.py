@@ -24,6 +24,7 @@ from weldnet.config import run_stage
 from weldnet.flags import RIGS
 from weldnet.manifest import read_manifest
 from weldnet.params import load_checked_params
+from weldnet.paths import remove_output
 from weldnet.photos import load_thumbnails
 
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     for folder in (args.out, args.plots):
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
-            old.unlink()
+            remove_output(old, within=folder)
 
     stats, samples, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, {}, {}, {}, {}
     for r, rig in enumerate(RIGS):

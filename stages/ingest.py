@@ -10,6 +10,7 @@ worker processes (ingest.workers) and writes:
   rejection counts by category.
 
 With ingest.strict: true any rejection fails the stage (after rejected.csv is written).
+Both CSV files are written spreadsheet-safe (weldnet.manifest.spreadsheet_safe).
 """
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from pathlib import Path
 from weldnet.config import DataError, run_stage
 from weldnet.images import PhotoInfo
 from weldnet.ingest import (Rejection, build_manifest, check_rows, decode_labels, ingest_metrics, listed_paths,
-                            parse_label_table, rejection_summary, rejection_table, unlisted_photos)
+                            parse_label_table, photo_name, rejection_summary, rejection_table, spacing_hints,
+                            unlisted_photos)
+from weldnet.ingest_files import file_identities, photos_on_disk, read_photos
+from weldnet.manifest import spreadsheet_safe, write_manifest
 from weldnet.params import load_checked_params
-from weldnet.ingest_files import photos_on_disk, read_photos
+from weldnet.paths import remove_output
 
 LABELS = "labels.csv"
 
@@ -50,26 +54,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise DataError(f"cannot read {labels} ({exc.strerror}); check its permissions") from None
     rows = parse_label_table(decode_labels(data))
 
-    entries, rejections = check_rows(rows)
+    # a symlink or hard link beside its target is the same photo: rows are grouped by the file they open
+    same_file = file_identities(args.export, {name for row in rows if (name := photo_name(row)) is not None})
+    entries, rejections = check_rows(rows, same_file)
     results = read_photos(args.export, entries, params.max_pixels, params.workers)
     photos = {e.image: r for e, r in zip(entries, results) if isinstance(r, PhotoInfo)}
     rejections += [Rejection(r.image, r.reason, r.category, e.line)
                    for e, r in zip(entries, results) if isinstance(r, Rejection)]
-    rejections += unlisted_photos(photos_on_disk(args.export), listed_paths(rows))
+    on_disk = photos_on_disk(args.export)
+    rejections = spacing_hints(rejections + unlisted_photos(on_disk, listed_paths(rows)), on_disk)
     manifest = build_manifest(entries, photos)
 
     for path in (args.manifest, args.rejected, args.metrics):
         path.parent.mkdir(parents=True, exist_ok=True)
-    rejection_table(rejections).to_csv(args.rejected, index=False)
+    spreadsheet_safe(rejection_table(rejections)).to_csv(args.rejected, index=False)
     args.metrics.write_text(json.dumps(ingest_metrics(manifest, rejections), indent=2) + "\n")
     if rejections and strict:
-        args.manifest.unlink(missing_ok=True)
+        remove_output(args.manifest)
         raise DataError(f"ingest.strict is on and {rejection_summary(rejections)}; see {args.rejected}, "
                         "fix them or set ingest.strict: false")
     if manifest.empty:
-        args.manifest.unlink(missing_ok=True)
+        remove_output(args.manifest)
         raise DataError(f"no photo accepted from {labels} ({len(rejections)} rejected); see {args.rejected}")
-    manifest.to_csv(args.manifest, index=False)
+    write_manifest(manifest, args.manifest)
     summary = rejection_summary(rejections) if rejections else "0 rejected"
     print(f"ingest: {len(manifest)} photos accepted, {summary} (see {args.rejected})")
     copies = manifest[manifest["sha256"].duplicated(keep=False)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from weldnet.live import DvcLiveLog
 from weldnet.manifest import read_manifest
 from weldnet.models import build_model, resize_uint8
 from weldnet.params import SamplingParams, load_checked_params
+from weldnet.paths import remove_output
 from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
 from weldnet.shards import load_images, read_index
 from weldnet.training import fit, make_deterministic, predict_logits, resolve_device, task_input
@@ -97,7 +97,7 @@ def main() -> None:
               "epoch": result.best_epoch,
               "val_balanced_accuracy": {f: result.scores[f"val/balanced_accuracy/{f}"] for f in flags}}
     (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
-    shutil.rmtree(args.checkpoints, ignore_errors=True)
+    remove_output(args.checkpoints)
     print(f"validation balanced accuracy, mean over flags: {result.scores[MEAN_BALANCED]:.3f}")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from weldnet.live import DvcLiveLog
 from weldnet.losses import build_loss
 from weldnet.models import build_model
 from weldnet.params import StrategyConfig
+from weldnet.paths import remove_output
 from weldnet.schedules import SCHEDULES, Run
 from weldnet.training import (make_deterministic, predict_logits, resolve_device, task_input,
                               validation_scores)
@@ -49,8 +49,8 @@ def read_config(path: Path) -> StrategyConfig:
 
 def write_reuse(out: Path, live: Path, config: StrategyConfig) -> None:
     """A strategy that reuses another's model trains nothing; evaluate reads this pointer."""
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.rmtree(live, ignore_errors=True)
+    remove_output(out)
+    remove_output(live)
     out.mkdir(parents=True)
     live.mkdir(parents=True)
     strategy = config.strategy
@@ -107,7 +107,7 @@ def main() -> None:
     code = code_digest(Path(__file__))
     data_digest = file_digest(args.split)
     source = pretrained_state(config)
-    shutil.rmtree(args.out, ignore_errors=True)
+    remove_output(args.out)
     args.out.mkdir(parents=True)
     train = PhotoDataset(train_x, torch.as_tensor(train_y, dtype=torch.long))
 
@@ -138,7 +138,7 @@ def main() -> None:
         summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
     (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
-    shutil.rmtree(args.checkpoints, ignore_errors=True)   # trained: the run-cache, not a checkpoint, keeps it now
+    remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from stages import ingest as stage
 from weldnet.config import DataError
 from weldnet.flags import FLAGS
 from weldnet.images import PhotoInfo
-from weldnet.ingest import (Entry, LabelRow, Rejection, build_manifest, check_row, check_rows, decode_labels,
-                            ingest_metrics, listed_paths, normalise_image_path, parse_label_table,
-                            rejection_summary, rejection_table, unlisted_photos)
+from weldnet.ingest import (MAX_FIELD, Entry, LabelRow, Rejection, build_manifest, check_row, check_rows,
+                            decode_labels, ingest_metrics, line_list, listed_paths, normalise_image_path,
+                            parse_label_table, rejection_summary, rejection_table, spacing_hints, unlisted_photos)
+from weldnet.manifest import read_manifest, spreadsheet_safe, write_manifest
 
 
 def rows(text: str) -> list[LabelRow]:
@@ -105,6 +106,63 @@ def test_exact_duplicates_keep_the_first_and_conflicts_reject_all():
     assert [(e.line, e.image) for e in entries] == [(2, "a.jpg"), (3, "b.jpg")]
     assert sorted((r.line, r.category) for r in rejected) == [
         (4, "duplicate_row"), (5, "conflicting_rows"), (6, "conflicting_rows"), (7, "duplicate_row")]
+
+
+def test_a_rejected_row_beside_an_accepted_one_rejects_both_and_keeps_its_own_reason():
+    entries, rejected = check_rows([LabelRow(2, "a.jpg", "redbox", "No Clamp Usd"), LabelRow(3, "a.jpg", "redbox", ""),
+                                    LabelRow(4, "b.jpg", "redbox", "")])
+    assert [e.image for e in entries] == ["b.jpg"]
+    assert [(r.line, r.category) for r in rejected] == [(2, "conflicting_rows"), (3, "conflicting_rows")]
+    assert "did you mean 'No Clamp Used'" in rejected[0].reason
+    assert "line 2 is rejected (unknown_flag)" in rejected[1].reason
+
+
+def test_rows_are_grouped_by_the_file_they_name_when_the_stage_says_so():
+    table = [LabelRow(2, "a.jpg", "redbox", ""), LabelRow(3, "link.jpg", "redbox", "Other"),
+             LabelRow(4, "c.jpg", "redbox", ""), LabelRow(5, "copy.jpg", "redbox", "")]
+    assert len(check_rows(table)[0]) == 4  # four names, four photos
+    entries, rejected = check_rows(table, {"a.jpg": (1, 7), "link.jpg": (1, 7), "c.jpg": (1, 8), "copy.jpg": (1, 8)})
+    assert [e.image for e in entries] == ["c.jpg", "copy.jpg"]  # same file, same labels: both names kept
+    assert [(r.image, r.category) for r in rejected] == [("a.jpg", "conflicting_rows"), ("link.jpg", "conflicting_rows")]
+    assert "lines 2, 3 name the same file ('a.jpg', 'link.jpg') with different" in rejected[0].reason
+
+
+@pytest.mark.parametrize("lines,text", [([7], "line 7"), ([2, 3], "lines 2, 3"),
+                                        (list(range(2, 4002)), "lines 2, 3, 4, 5, 6 and 3,995 more")])
+def test_reasons_name_a_few_lines_and_count_the_rest(lines, text):
+    assert line_list(lines) == text
+
+
+def test_image_names_keep_their_spaces_and_near_misses_are_explained():
+    assert rows('image,rig,flags\n" a.jpg ", redbox ,\n')[0] == LabelRow(2, " a.jpg ", "redbox", "")
+    assert check_row(LabelRow(2, " a.jpg", "redbox", "")) == Entry(2, " a.jpg", "redbox", ())
+    hinted = spacing_hints([Rejection(" a.jpg", "file not found", "missing_file", 2),
+                            Rejection("a.jpg", "no row in labels.csv", "no_row"),
+                            Rejection("b.jpg", "no row in labels.csv", "no_row")], ["a.jpg", "b.jpg"])
+    assert "'a.jpg' is" in hinted[0].reason and "spaces" in hinted[0].reason
+    assert "line 2 names ' a.jpg'" in hinted[1].reason
+    assert hinted[2].reason == "no row in labels.csv"
+
+
+def test_a_field_over_the_limit_marks_its_row_and_the_next_rows_keep_their_lines():
+    limit = "x" * MAX_FIELD
+    table = rows(f'image,rig,flags\na.jpg,redbox,{limit}\nb.jpg,redbox,{limit}x\n"c\n{limit}",redbox,\nd.jpg,redbox,\n')
+    assert [(r.line, r.too_long) for r in table] == [(2, None), (3, ("flags", MAX_FIELD + 1)),
+                                                     (4, ("image", MAX_FIELD + 2)), (6, None)]
+    assert table[2].last_line == 5
+    rejected = check_row(table[2])
+    assert rejected.category == "field_too_long" and "lines 4-5" in rejected.reason and len(rejected.image) < 210
+
+
+def test_manifest_cells_are_written_spreadsheet_safe_and_read_back_exactly(tmp_path):
+    names = ["=1+1.jpg", "'a.jpg", "-b.jpg", "c.jpg"]
+    manifest = build_manifest([Entry(i + 2, n, "redbox", ()) for i, n in enumerate(names)],
+                              {n: PhotoInfo(4, 3, "ab") for n in names})
+    write_manifest(manifest, tmp_path / "m.csv")
+    assert pd.read_csv(tmp_path / "m.csv")["image"].tolist() == ["'=1+1.jpg", "''a.jpg", "'-b.jpg", "c.jpg"]
+    assert read_manifest(tmp_path / "m.csv")["image"].tolist() == names
+    table = spreadsheet_safe(rejection_table([Rejection("@x", "r", "no_row", None), Rejection("y", "+r", "bad_row", 2)]))
+    assert table.values.tolist() == [["y", "'+r", "bad_row", 2], ["'@x", "r", "no_row", pd.NA]]
 
 
 def test_only_unnamed_visible_photos_are_reported():

@@ -368,3 +368,290 @@ def test_unknown_param_key_is_rejected_before_any_work(tmp_path):
     (tmp_path / "params.yaml").write_text(params_yaml(ingest={"max_pixel": 10}))
     with pytest.raises(ParamError, match="unknown key 'max_pixel'; valid keys: max_pixels"):
         run_in(tmp_path, args(tmp_path / "export"))
+
+
+# ------------------------------------------------------------------ harder cases: one small export each
+
+def run_rows(base: Path, rows: list[str], files: dict[str, bytes], header: str = "image,rig,flags") -> dict:
+    """Ingest an export holding ``files`` and a labels.csv of ``rows``; the outputs as written and as read."""
+    export = base / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    for rel, data in files.items():
+        (export / rel).parent.mkdir(parents=True, exist_ok=True)
+        (export / rel).write_bytes(data)
+    (export / "labels.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8", newline="")
+    write_params(base, workers=1)
+    run_in(base, args(export))
+    out = base / "out"
+    manifest_text = (out / "manifest.csv").read_text(encoding="utf-8") if (out / "manifest.csv").exists() else ""
+    rejected_text = (out / "rejected.csv").read_text(encoding="utf-8")
+    return {"export": export, "out": out, "manifest_text": manifest_text, "rejected_text": rejected_text,
+            "manifest": read_csv_cells(out / "manifest.csv") if manifest_text else [],
+            "rejected": read_csv_cells(out / "rejected.csv"),
+            "metrics": json.loads((out / "ingest.json").read_text())}
+
+
+def read_csv_cells(path: Path) -> list[dict[str, str]]:
+    """Every cell exactly as a spreadsheet would receive it (no type guessing, no unescaping)."""
+    import csv
+    with path.open(encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def rejected_of(result: dict, image: str) -> list[dict[str, str]]:
+    return [r for r in result["rejected"] if r["image"] == image]
+
+
+P, Q = encode(photo(seed=11)), encode(photo(seed=12))
+
+
+@pytest.mark.parametrize("bad_row,own_reason", [
+    ("p.jpg,redbox,No Clamp Usd", "did you mean 'No Clamp Used'"),   # misspelt flag
+    ("p.jpg,greenbox,", "unknown rig 'greenbox'"),                   # unknown rig
+    ("p.jpg,redbox,NaN", "'NaN'"),                                   # labels unknown
+    ("p.jpg,redbox", "no flags field"),                              # no flags field
+    ("p.jpg,redbox,Other,No Clamp Used", "more than the header"),    # malformed row
+    ("./p.jpg,redbox,No Clamp Usd", "did you mean 'No Clamp Used'"), # another spelling of the path
+])
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_a_rejected_row_puts_every_row_of_its_photo_in_doubt(tmp_path, bad_row, own_reason, bad_first):
+    good = "p.jpg,redbox,"
+    rows = [bad_row, good] if bad_first else [good, bad_row]
+    result = run_rows(tmp_path, [*rows, "q.jpg,redbox,"], {"p.jpg": P, "q.jpg": Q})
+    assert [r["image"] for r in result["manifest"]] == ["q.jpg"]  # p.jpg is not entered as a flawless photo
+    doubted = [r for r in result["rejected"] if r["line"] in ("2", "3")]
+    assert [r["category"] for r in doubted] == ["conflicting_rows", "conflicting_rows"]
+    for r in doubted:
+        assert "lines 2, 3" in r["reason"], r
+    bad_line = "2" if bad_first else "3"
+    assert own_reason in next(r["reason"] for r in doubted if r["line"] == bad_line)  # the fix is still named
+    assert not [r for r in result["rejected"] if r["category"] == "no_row"]
+
+
+def test_duplicates_of_a_photo_beside_a_rejected_row_are_all_in_doubt(tmp_path):
+    result = run_rows(tmp_path, ["p.jpg,redbox,", "p.jpg,redbox,", "p.jpg,redbox,No Clamp Usd", "q.jpg,redbox,"],
+                      {"p.jpg": P, "q.jpg": Q})
+    assert [r["image"] for r in result["manifest"]] == ["q.jpg"]
+    assert [r["category"] for r in rejected_of(result, "p.jpg")] == ["conflicting_rows"] * 3
+    assert result["metrics"]["rejected"]["by_reason"]["conflicting_rows"] == 3
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+@pytest.mark.parametrize("second", ["b.jpg,redbox,Other", "b.jpg,bluebox,", "b.jpg,redbox,No Clamp Usd"])
+def test_two_names_of_one_file_with_different_labels_are_both_rejected(tmp_path, link, second):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.jpg").write_bytes(P)
+    if link == "symlink":
+        os.symlink("a.jpg", export / "b.jpg")
+    else:
+        os.link(export / "a.jpg", export / "b.jpg")
+    result = run_rows(tmp_path, ["a.jpg,redbox,", second, "q.jpg,redbox,"], {"q.jpg": Q})
+    assert [r["image"] for r in result["manifest"]] == ["q.jpg"]
+    for image in ("a.jpg", "b.jpg"):
+        (row,) = rejected_of(result, image)
+        assert row["category"] == "conflicting_rows" and "lines 2, 3" in row["reason"]
+        assert "same file" in row["reason"]
+
+
+def test_two_names_of_one_file_with_the_same_labels_are_both_kept(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.jpg").write_bytes(P)
+    os.symlink("a.jpg", export / "b.jpg")
+    result = run_rows(tmp_path, ["a.jpg,redbox,Other", "b.jpg,redbox,other"], {})
+    assert [r["image"] for r in result["manifest"]] == ["a.jpg", "b.jpg"]
+    assert result["rejected"] == []
+
+
+MAX_REASON = 400  # characters: a reason names a few lines and values, never all of them
+
+
+def test_thousands_of_conflicting_rows_give_a_rejected_csv_of_bounded_size(tmp_path):
+    rows = [f"p.jpg,redbox,{'Other' if i % 2 else ''}" for i in range(4000)]
+    result = run_rows(tmp_path, [*rows, "q.jpg,redbox,"], {"p.jpg": P, "q.jpg": Q})
+    assert [r["image"] for r in result["manifest"]] == ["q.jpg"]
+    assert len(result["rejected"]) == 4000
+    assert {r["category"] for r in result["rejected"]} == {"conflicting_rows"}
+    assert max(len(r["reason"]) for r in result["rejected"]) <= MAX_REASON
+    assert "and 3,995 more" in result["rejected"][0]["reason"]
+    assert len(result["rejected_text"]) < 4000 * (MAX_REASON + 50)
+
+
+def test_100000_rows_naming_4_photos_are_checked_in_one_pass(tmp_path):
+    """Duplicates of a, conflicting labels on b, one bad row among many good ones for c, duplicates of d."""
+    labels = {"a": ["redbox,Other"], "b": ["redbox,", "bluebox,"], "c": ["redbox,"], "d": ["bluebox,"]}
+    rows = []
+    for i in range(100_000):
+        name = "abcd"[i % 4]
+        rows.append(f"{name}.jpg,{labels[name][(i // 4) % len(labels[name])]}")
+    rows[50_002] = "c.jpg,redbox,No Clamp Usd"
+    files = {f"{n}.jpg": encode(photo(seed=20 + k)) for k, n in enumerate("abcd")}
+    result = run_rows(tmp_path, rows, files)
+    assert [r["image"] for r in result["manifest"]] == ["a.jpg", "d.jpg"]
+    counts = Counter((r["image"], r["category"]) for r in result["rejected"])
+    assert counts == {("a.jpg", "duplicate_row"): 24_999, ("b.jpg", "conflicting_rows"): 25_000,
+                      ("c.jpg", "conflicting_rows"): 25_000, ("d.jpg", "duplicate_row"): 24_999}
+    assert max(len(r["reason"]) for r in result["rejected"]) <= MAX_REASON
+    assert len(result["rejected_text"]) < 100_000 * (MAX_REASON + 50)
+
+
+def test_a_field_over_the_csv_limit_rejects_its_row_only(tmp_path):
+    long_flags = "Other;" * 30_000                      # 180,000 characters
+    long_image = "x" * 200_000 + ".jpg"
+    wrapped = "Other\n" + "y" * 140_000                 # a quoted field spanning two lines
+    rows = ["p.jpg,redbox,", f'q.jpg,redbox,"{long_flags}"', f"{long_image},redbox,",
+            f'r.jpg,redbox,"{wrapped}"', "s.jpg,redbox,"]
+    files = {"p.jpg": P, "q.jpg": Q, "r.jpg": encode(photo(seed=13)), "s.jpg": encode(photo(seed=14))}
+    result = run_rows(tmp_path, rows, files)
+    assert [r["image"] for r in result["manifest"]] == ["p.jpg", "s.jpg"]
+    too_long = [r for r in result["rejected"] if r["category"] == "field_too_long"]
+    assert [r["line"] for r in too_long] == ["3", "4", "5"]
+    for r in too_long:
+        assert "131,072" in r["reason"] and "quote" not in r["reason"].split(";")[0], r
+        assert len(r["reason"]) <= MAX_REASON and len(r["image"]) <= 300
+    assert "flags" in too_long[0]["reason"] and "image" in too_long[1]["reason"]
+    assert "lines 5-6" in too_long[2]["reason"]
+    assert next(r for r in result["rejected"] if r["line"] == "4")["image"].startswith("xxxx")
+    assert {r["image"] for r in result["rejected"] if r["category"] == "no_row"} == set()
+
+
+def test_a_header_with_a_huge_field_and_no_image_column_is_one_short_error(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "labels.csv").write_text("name,rig,flags," + "z" * 200_000 + "\np.jpg,redbox,\n")
+    write_params(tmp_path, workers=1)
+    with pytest.raises(DataError, match="lacks column") as info:
+        run_in(tmp_path, args(export))
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+def test_image_names_are_kept_exactly_as_written(tmp_path):
+    files = {" lead.jpg": P, "trail.jpg ": Q, "in side.jpg": encode(photo(seed=15)), "x.jpg": encode(photo(seed=16))}
+    rows = ['" lead.jpg",redbox,', '"trail.jpg ",redbox,', "in side.jpg,redbox,", '" x.jpg",redbox,']
+    result = run_rows(tmp_path, rows, files)
+    assert [r["image"] for r in result["manifest"]] == [" lead.jpg", "trail.jpg ", "in side.jpg"]
+    (missing,) = rejected_of(result, " x.jpg")
+    assert missing["category"] == "missing_file" and "'x.jpg'" in missing["reason"] and "spaces" in missing["reason"]
+    (orphan,) = rejected_of(result, "x.jpg")
+    assert orphan["category"] == "no_row" and "line 5" in orphan["reason"] and "spaces" in orphan["reason"]
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_cells_a_spreadsheet_would_evaluate_are_neutralised_and_recoverable(tmp_path):
+    from weldnet.manifest import read_manifest
+
+    names = ["=cmd.jpg", "+plus.jpg", "-minus.jpg", "@at.jpg", "\ttab.jpg", "'quote.jpg", "plain.jpg"]
+    files = {name: encode(photo(seed=30 + k)) for k, name in enumerate(names)}
+    rows = [f'"{name}",redbox,' for name in names]
+    rows += ['"=HYPERLINK(""x"")",redbox,', "@SUM(A1).jpg,=1+1,", "-2.jpg,redbox,No Clamp Usd"]
+    result = run_rows(tmp_path, rows, files)
+    for table in ("manifest", "rejected"):
+        for row in result[table]:
+            for cell in row.values():
+                assert not cell.startswith(FORMULA_START), (table, row)
+    written = [r["image"] for r in result["manifest"]]
+    assert written == ["'=cmd.jpg", "'+plus.jpg", "'-minus.jpg", "'@at.jpg", "'\ttab.jpg", "''quote.jpg",
+                       "plain.jpg"]
+    assert read_manifest(result["out"] / "manifest.csv")["image"].tolist() == names  # one apostrophe removed
+    assert {r["image"] for r in result["rejected"]} == {"'=HYPERLINK(\"x\")", "'@SUM(A1).jpg", "'-2.jpg"}
+
+
+def test_later_stages_open_the_photos_whose_names_were_neutralised(tmp_path):
+    from stages import preprocess
+    from weldnet.shards import read_index
+
+    names = ["=cmd.jpg", "-minus.jpg", "'quote.jpg"]
+    result = run_rows(tmp_path, [f'"{n}",bluebox,' for n in names],
+                      {n: encode(photo(seed=40 + k)) for k, n in enumerate(names)})
+    (tmp_path / "params.yaml").write_text(params_yaml(preprocess={"size": 16, "shard_size": 10, "workers": 1}))
+    with contextlib.chdir(tmp_path):
+        preprocess.main(["--export", str(result["export"]), "--manifest", "out/manifest.csv", "--out", "processed"])
+    assert read_index(tmp_path / "processed/index.csv")["image"].tolist() == names
+
+
+# ------------------------------------------------------------------ files that change under the pipeline
+
+def test_a_fifo_is_never_opened_as_a_photo(tmp_path):
+    from weldnet.paths import NotRegularFile, read_regular_file
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(NotRegularFile, match="not a regular file"):
+        read_regular_file(tmp_path / "pipe.jpg")  # returns at once: nothing ever writes to the FIFO
+    (tmp_path / "ok.jpg").write_bytes(P)
+    assert read_regular_file(tmp_path / "ok.jpg") == P
+
+
+def test_ingest_rejects_a_fifo_named_as_a_photo(tmp_path):
+    export = tmp_path / "export"
+    export.mkdir()
+    os.mkfifo(export / "pipe.jpg")
+    result = run_rows(tmp_path, ["pipe.jpg,redbox,", "q.jpg,redbox,"], {"q.jpg": Q})
+    assert [r["image"] for r in result["manifest"]] == ["q.jpg"]
+    (row,) = rejected_of(result, "pipe.jpg")
+    assert row["category"] == "missing_file" and "regular file" in row["reason"]
+
+
+@pytest.fixture()
+def ingested_pair(tmp_path):
+    """An ingested export of two Bluebox photos, a.jpg and b.jpg."""
+    result = run_rows(tmp_path, ["a.jpg,bluebox,", "b.jpg,bluebox,"], {"a.jpg": P, "b.jpg": Q})
+    (tmp_path / "params.yaml").write_text(params_yaml(preprocess={"size": 16, "shard_size": 10, "workers": 1}))
+    return tmp_path, result["export"]
+
+
+def run_preprocess_subprocess(folder: Path, export: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "stages.preprocess", "--export", str(export), "--manifest",
+                           "out/manifest.csv", "--out", "processed"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_preprocess_stops_on_a_photo_replaced_by_a_fifo_without_hanging(ingested_pair):
+    folder, export = ingested_pair
+    (export / "b.jpg").unlink()
+    os.mkfifo(export / "b.jpg")
+    done = run_preprocess_subprocess(folder, export)  # a hang fails here with TimeoutExpired
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "b.jpg" in done.stderr and "not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize("change", ["fifo", "content", "folder"])
+def test_the_audit_readers_check_each_photo_like_preprocess(ingested_pair, change):
+    from weldnet.manifest import read_manifest
+    from weldnet.photos import load_thumbnails, sheet_thumbnails
+
+    folder, export = ingested_pair
+    manifest = read_manifest(folder / "out/manifest.csv")
+    (export / "b.jpg").unlink()
+    if change == "fifo":
+        os.mkfifo(export / "b.jpg")
+        message = "not a regular file"
+    elif change == "content":
+        (export / "b.jpg").write_bytes(encode(photo(seed=99)))
+        message = "changed since ingest"
+    else:
+        (export / "b.jpg").mkdir()
+        message = "not a regular file"
+    for read in (lambda: load_thumbnails(export, manifest, 16, 1), lambda: sheet_thumbnails(export, manifest, 32)):
+        with pytest.raises(DataError, match=message) as info:
+            read()
+        assert "b.jpg" in str(info.value)
+
+
+def test_the_contact_sheets_keep_the_manifests_pixel_limit(ingested_pair):
+    from weldnet.manifest import read_manifest
+    from weldnet.photos import sheet_thumbnails
+
+    folder, export = ingested_pair
+    manifest = read_manifest(folder / "out/manifest.csv")
+    big = encode(photo((400, 300), seed=5))  # same SHA-256 as recorded, but larger than the recorded size
+    (export / "b.jpg").write_bytes(big)
+    manifest.loc[1, "sha256"] = hashlib.sha256(big).hexdigest()
+    with pytest.raises(DataError, match="pixel limit"):
+        sheet_thumbnails(export, manifest, 32)
+    manifest.loc[1, ["width", "height"]] = [400, 300]
+    assert sheet_thumbnails(export, manifest, 32)[1].shape == (24, 32, 3)

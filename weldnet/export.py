@@ -11,12 +11,12 @@ Tests and benchmarks build small exports without params.yaml::
 from __future__ import annotations
 
 import csv
-import shutil
 from pathlib import Path
 
 from weldnet.config import DataError
 from weldnet.flags import RIGS, format_flags
 from weldnet.params import Camera, GenerateSpec
+from weldnet.paths import remove_output
 from weldnet.pool import ordered_map
 from weldnet.scene import render_scene
 from weldnet.synth import SCENE_STREAM, flag_names, photo_rng, rig_flag_model, sample_labels
@@ -40,7 +40,8 @@ def _clear_export(export: Path) -> None:
         if not (export / MARKER).exists():
             raise DataError(f"{export} is not empty and was not written by this stage; "
                             "point --export at a new or empty directory (it is deleted on every run)")
-        shutil.rmtree(export)
+        # the marker, not the working directory, proves the folder is ours (tests generate into temporary folders)
+        remove_output(export, root=export.absolute().parent)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:

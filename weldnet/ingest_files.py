@@ -6,11 +6,12 @@ the disk side, in worker processes (weldnet.pool), in row order.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from weldnet.images import ImageRejected, PhotoInfo, inspect_photo
 from weldnet.ingest import Entry, Rejection
+from weldnet.paths import NotRegularFile, read_regular_file
 from weldnet.pool import ordered_list
 
 
@@ -23,12 +24,10 @@ def read_photo(root: str, image: str, max_pixels: int) -> PhotoInfo | Rejection:
                          "unsafe_path")
     if not os.path.exists(real):
         return Rejection(image, "file not found in the export; fix the path or remove the row", "missing_file")
-    if not os.path.isfile(real):
-        return Rejection(image, "not a file (a folder or device); fix the path or remove the row", "missing_file")
     try:
-        with open(real, "rb") as fh:
-            data = fh.read()
-        return inspect_photo(data, max_pixels)
+        return inspect_photo(read_regular_file(real), max_pixels)
+    except NotRegularFile as exc:
+        return Rejection(image, f"{exc}; fix the path or remove the row", "missing_file")
     except ImageRejected as exc:
         return Rejection(image, str(exc), exc.category)
     except OSError as exc:
@@ -44,6 +43,26 @@ def read_photos(root: Path, entries: Sequence[Entry], max_pixels: int,
     """read_photo for every entry, in order, spread over ``workers`` processes (weldnet.pool)."""
     tasks = [(str(root), entry.image, max_pixels) for entry in entries]
     return ordered_list(_read_photo_task, tasks, workers, max_chunk=64)
+
+
+def file_identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """(device, inode) of each export-relative name that is a file inside the export, after symlinks.
+
+    Two names with the same identity are one photo (a symlink beside its
+    target, a hard link); names that are missing or lead outside are left out.
+    """
+    top = os.path.realpath(root)
+    found = {}
+    for name in names:
+        real = os.path.realpath(os.path.join(root, name))
+        if os.path.commonpath([real, top]) != top:
+            continue
+        try:
+            st = os.stat(real)
+        except (OSError, ValueError):
+            continue
+        found[name] = (st.st_dev, st.st_ino)
+    return found
 
 
 def photos_on_disk(root: Path) -> list[str]:

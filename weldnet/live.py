@@ -1,20 +1,21 @@
 """The training loop's logger, written with dvclive: one folder per run, plots DVC can overlay."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+
+from weldnet.paths import remove_output
 
 
 class DvcLiveLog:
     """Adapter from the training loop's (step, name, value) calls to a dvclive run in ``directory``.
 
-    The folder is emptied first: a run's log holds that run only.
+    The folder is emptied first (through weldnet.paths.remove_output): a run's log holds that run only.
     """
 
     def __init__(self, directory: Path):
         from dvclive import Live
 
-        shutil.rmtree(directory, ignore_errors=True)
+        remove_output(directory)
         self.live = Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
 
     def __call__(self, step: int, name: str, value: float) -> None:

@@ -20,12 +20,13 @@ import atexit
 import dataclasses
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from weldnet.config import ParamError, build, check_choice, check_range, load_params, run_stage
+from weldnet.config import ParamError, build, check_choice, check_range, load_params, run_stage, shown
 from weldnet.flags import RIGS, canonical_flag
 
 # ------------------------------------------------------------------ the names of each strategy axis
@@ -47,10 +48,37 @@ def check_workers(value: int, where: str) -> int:
     return value
 
 
+# Names that become parts of paths (strategies: models/<name>, dvclive/<name>; tasks: plots/audit/...;
+# classes: dvclive metric files) are safe names: no '/', '\\', '..', leading '-' or '.', no spaces
+# or control characters. No dots at all: DVC reads `strategies.<name>` as a dotted key path.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+SAFE_NAME_RULE = "1 to 64 ASCII letters, digits, '_' or '-', not starting with '-'"
+
+
+def check_name(name: str, where: str) -> str:
+    """A name that becomes part of a file path: SAFE_NAME, or ParamError naming the rule."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ParamError(f"{where}: {shown(name)} is not a safe name ({SAFE_NAME_RULE}); "
+                         "it becomes part of file paths, rename it")
+    return name
+
+
+def check_input_path(value: str, where: str) -> str:
+    """A read-only input path (it may point anywhere): not blank, no control characters such as NUL or newline."""
+    if not value.strip():
+        raise ParamError(f"{where} is blank; give a path")
+    if not value.isprintable():
+        raise ParamError(f"{where} = {shown(value)} holds a control character (NUL, newline, ...); fix the path")
+    return value
+
+
 # ------------------------------------------------------------------ data, generate, ingest
 @dataclass(frozen=True)
 class DataParams:
-    export: str = "data/export"
+    export: str = "data/export"   # read-only input, anywhere (README, Bring your own data)
+
+    def validate(self, where: str) -> None:
+        check_input_path(self.export, f"{where}.export")
 
 
 @dataclass(frozen=True)
@@ -159,6 +187,8 @@ class AuditParams:
         check_workers(self.workers, f"{where}.workers")
         if self.review_sheet is not None and not self.review_sheet.strip():
             raise ParamError(f"{where}.review_sheet is blank; give the path of a filled-in sheet or null")
+        if self.review_sheet is not None:
+            check_input_path(self.review_sheet, f"{where}.review_sheet")
 
 
 # ------------------------------------------------------------------ preprocess, tasks, imbalance
@@ -183,6 +213,9 @@ class TaskSpec:
     rigs: list[str] = field(default_factory=lambda: ["bluebox"])
 
     def validate(self, where: str) -> None:
+        check_name(self.default, f"{where}.default")
+        for name in self.classes:
+            check_name(name, f"{where}.classes")
         if not self.classes:
             raise ParamError(f"{where}.classes is empty; a task needs at least one class besides '{self.default}'")
         if self.default in self.classes:
@@ -500,6 +533,10 @@ class Params:
     def validate(self, where: str) -> None:
         if not self.tasks:
             raise ParamError("tasks must map task names to {default, classes, rigs}; see README, Tasks")
+        for name in self.tasks:
+            check_name(name, "tasks")
+        for name in self.strategies:
+            check_name(name, "strategies")
         check_choice(self.task, self.tasks, "task")
         check_choice(self.device, DEVICES, "device")
         check_choice(self.loss, LOSS_NAMES, "loss")
@@ -561,6 +598,7 @@ class StrategyConfig:
     pretrained: Pretrained | None = None
 
     def validate(self, where: str) -> None:
+        check_name(self.name, f"{where}.name")
         check_choice(self.device, DEVICES, f"{where}.device")
         if self.strategy.reuse is None:
             if self.loss is None:

@@ -1,7 +1,10 @@
 """Decoding the photos ingest accepted, each checked against the SHA-256 ingest recorded.
 
-A photo that changed between ingest and a later stage is caught and named, not
-used. Decoding runs in worker processes (weldnet.pool), in manifest order.
+A photo that changed between ingest and a later stage (other bytes, or replaced
+by a folder, FIFO or device) is caught and named, not used; each is decoded
+under the pixel limit of its recorded size. Preprocess and the audit (its
+thumbnails and contact sheets) read photos only through here. Decoding runs in
+worker processes (weldnet.pool), in manifest order.
 """
 from __future__ import annotations
 
@@ -15,14 +18,16 @@ import pandas as pd
 
 from weldnet.config import DataError
 from weldnet.images import ImageRejected, load_resized, open_normalised
+from weldnet.paths import NotRegularFile, read_regular_file
 from weldnet.pool import ordered_map
 
 
 def _read_checked(path: str, sha256: str) -> bytes | str:
-    """The file's bytes, or the reason they are not the ones ingest accepted."""
+    """The file's bytes, or the reason they are not the ones ingest accepted (a FIFO is never waited on)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_regular_file(path)
+    except NotRegularFile as exc:
+        return f"{exc}, but ingest accepted a photo there; re-run the ingest stage"
     except OSError as exc:
         return f"cannot read the file ({exc.strerror or exc}); re-run the ingest stage"
     if hashlib.sha256(data).hexdigest() != sha256:

@@ -16,6 +16,7 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 
 from weldnet.config import DataError
+from weldnet.paths import remove_output
 
 INDEX = "index.csv"
 INDEX_COLUMNS: tuple[str, ...] = ("image", "rig", "shard", "row")
@@ -81,7 +82,7 @@ def empty_output_dir(out: Path) -> None:
         raise DataError(f"refusing to empty --out {out}: it holds {others[0].name}, which preprocess "
                         "did not write; move it away or choose another folder")
     for path in ours:
-        path.unlink()
+        remove_output(path, within=out)
 
 
 def read_index(path: Path) -> pd.DataFrame:
