@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from weldnet.params import AuditParams
-from weldnet.audit import (RateEstimate, confident_learning, draw_review_sample, label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate, task_class_probs, wilson_interval)
+from weldnet.audit import (RateEstimate, draw_review_sample, estimate_mislabelling, hidden_counts, hidden_share,
+                           label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
+                           task_class_probs, wilson_bounds, wilson_interval)
 from weldnet.pretraining import drop_suspects
 from weldnet.config import DataError, ParamError, build
 from weldnet.flags import FLAGS
@@ -122,58 +124,148 @@ def test_task_class_probs_follow_the_first_matching_class_rule():
     assert probs[1] == pytest.approx([0.0, 0.0, 1.0], abs=1e-5)
 
 
-# ------------------------------------------------------------------ confident learning
+# ------------------------------------------------------------------ the automatic estimate
 
-def noisy_binary_problem(n: int, minority: float, hidden: float, seed: int):
-    """True labels, out-of-fold-like probabilities of a good model, and labels with a share of
-    the minority class recorded as the majority (the Redbox failure)."""
+def test_wilson_bounds_agree_with_the_scalar_interval():
+    low, high = wilson_bounds(np.array([0, 12, 50]), 50)
+    for k in range(3):
+        assert (low[k], high[k]) == pytest.approx(wilson_interval([0, 12, 50][k], 50))
+
+
+def test_hidden_share_takes_the_ratio_of_the_bin_with_the_smallest_upper_bound():
+    # 4 photos recorded as class c, 8 recorded as the default class; bins = 4 gives the
+    # thresholds 0.9, 0.8, 0.7, 0.6 (the top 1, 2, 3, 4 class-c photos). Above them:
+    # default photos a = 0, 1, 1, 1 of 8, class-c photos b = 1, 2, 3, 4 of 4. Wilson 95%:
+    # W+(0, 8) = 0.3244, W+(1, 8) = 0.4709; W-(1, 4) = 0.0456, W-(2, 4) = 0.1500,
+    # W-(3, 4) = 0.3006, W-(4, 4) = 0.5101; upper bounds 7.12, 3.14, 1.57, 0.92: the last
+    # wins, and alpha = (1/8) / (4/4).
+    recorded = [0.9, 0.8, 0.7, 0.6]
+    default = [0.85, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1]
+    assert wilson_bounds(np.array([1]), 8)[1][0] == pytest.approx(0.47089, abs=1e-5)
+    assert wilson_bounds(np.array([4]), 4)[0][0] == pytest.approx(0.51011, abs=1e-5)
+    assert hidden_share(recorded, default, bins=4) == pytest.approx(1 / 8)
+    assert hidden_share(recorded, [], bins=4) == 0.0
+    with pytest.raises(ValueError, match="at least one photo"):
+        hidden_share([], default)
+
+
+def test_hidden_share_counts_the_photos_the_model_cannot_see():
+    # Half of class c scores 0.99, half like the default class (0.3). Among 100 default
+    # photos hide 2 + 2 of each kind, beside 20 others at 0.3 and 76 at 0.05. Top bin
+    # (0.99): a = 2, b = 5 of 10, upper bound W+(2, 100) / W-(5, 10) = 0.0700 / 0.2366 =
+    # 0.30; full bin (0.3): W+(24, 100) / W-(10, 10) = 0.33 / 0.72 = 0.46. The top bin
+    # wins: alpha = (2/100) / (5/10) = 4/100, all four hidden photos, though a model can
+    # point at only two of them.
+    recorded = [0.99] * 5 + [0.3] * 5
+    default = [0.99] * 2 + [0.3] * 22 + [0.05] * 76
+    assert hidden_share(recorded, default, bins=2) == pytest.approx(0.04)
+
+
+def one_sided_problem(n: int, shares: list[float], hidden: float, seed: int, visible: float = 1.0):
+    """True classes, out-of-fold-like class probabilities, and labels with a share ``hidden`` of every
+    non-default class recorded as the default class 0 (one-sided noise, whichever photos).
+
+    Each class c has a score s_c, high (Beta(6, 2)) for a share ``visible`` of its photos
+    and low (Beta(2, 6)) for the rest and for every other photo; the class probabilities
+    combine the scores in order as weldnet.audit.task_class_probs does.
+    """
     rng = np.random.default_rng(seed)
-    true = (rng.random(n) < minority).astype(int)
-    score = np.clip(np.where(true == 1, rng.beta(6, 2, n), rng.beta(2, 6, n)), 1e-3, 1 - 1e-3)
-    recorded = true.copy()
-    flip = (true == 1) & (rng.random(n) < hidden)
-    recorded[flip] = 0
-    return true, recorded, np.column_stack([1 - score, score])
+    true = rng.choice(len(shares) + 1, size=n, p=[1 - sum(shares), *shares])
+    seen = rng.random(n) < visible
+    probs = np.zeros((n, len(shares) + 1))
+    remaining = np.ones(n)
+    for c in range(1, len(shares) + 1):
+        score = np.where((true == c) & seen, rng.beta(6, 2, n), rng.beta(2, 6, n))
+        probs[:, c] = remaining * score
+        remaining = remaining * (1 - score)
+    probs[:, 0] = remaining
+    recorded = np.where((true > 0) & (rng.random(n) < hidden), 0, true)
+    return true, recorded, probs
 
 
-def test_weak_model_does_not_inflate_the_estimate():
-    # a model that barely separates the classes, on clean labels: cleanlab's calibrated
-    # joint counts its doubts as label errors, the issue count far less
-    true, recorded, _ = noisy_binary_problem(3000, minority=0.1, hidden=0.0, seed=2)
-    rng = np.random.default_rng(5)
-    score = np.clip(0.15 + 0.2 * true + rng.normal(0, 0.15, len(true)), 0.01, 0.99)
-    result = confident_learning(recorded, np.column_stack([1 - score, score]), 100, rng)
-    assert result.joint_estimate > 0.10
-    assert result.rate.estimate < result.joint_estimate / 3
-    # ... and the interval reaches up to the joint's figure: the model cannot settle it
-    assert result.rate.ci_low <= result.rate.estimate and result.rate.ci_high >= result.joint_estimate
-
-
-@pytest.mark.parametrize("hidden", [0.0, 0.3])
-def test_confident_learning_recovers_injected_noise(hidden):
-    true, recorded, probs = noisy_binary_problem(4000, minority=0.15, hidden=hidden, seed=1)
+def test_estimate_recovers_a_planted_ten_percent_one_sided_noise():
+    # 25% of the photos are class 1; 40% of those are recorded as class 0: r = 10%
+    true, recorded, probs = one_sided_problem(4000, [0.25], hidden=0.4, seed=1)
     actual = np.mean(true != recorded)
-    result = confident_learning(recorded, probs, n_bootstrap=100, rng=np.random.default_rng(0))
-    assert abs(result.rate.estimate - actual) < 0.015
-    assert result.rate.ci_low <= result.rate.estimate <= result.rate.ci_high
-    assert result.rate.ci_high - result.rate.ci_low < 0.04, "a good model gives a tight interval"
-    # noise matrix columns are P(recorded | true): they sum to 1, and the hidden share shows
+    assert actual == pytest.approx(0.10, abs=0.01)
+    result = estimate_mislabelling(recorded, probs, n_bootstrap=200, rng=np.random.default_rng(0))
+    rate = result.rate
+    assert rate.method == "mixture_proportion"
+    assert abs(rate.estimate - actual) < 0.015
+    assert rate.ci_low <= actual <= rate.ci_high
+    # the noise matrix columns are P(recorded | true), and the hidden share shows
     assert result.noise_matrix.sum(axis=0) == pytest.approx([1, 1])
-    assert result.noise_matrix[0, 1] == pytest.approx(hidden, abs=0.06)
-    if hidden:
-        hits = np.isin(result.issues, np.flatnonzero(true != recorded)).mean()
-        assert hits > 0.7, "most suspects should be truly mislabelled"
-        assert np.mean(result.suggested == 1) > 0.8, "the injected errors hide the minority class"
+    assert result.noise_matrix[0, 1] == pytest.approx(0.4, abs=0.06)
+    assert result.hidden[0] == 0 and result.hidden[1] == pytest.approx(rate.estimate * 4000)
 
 
-def test_suspects_list_is_as_long_as_the_estimated_count():
-    _, recorded, probs = noisy_binary_problem(2000, minority=0.2, hidden=0.25, seed=3)
-    result = confident_learning(recorded, probs, n_bootstrap=0, rng=np.random.default_rng(0))
-    assert len(result.issues) == round(result.rate.estimate * len(recorded)) > 0
-    assert 1 - np.trace(result.joint) == pytest.approx(result.rate.estimate)
-    assert result.rate.ci_low is None          # no bootstrap, no interval
+def errors_over_seeds(seeds: range, **problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, estimate, cleanlab issue share) of :func:`one_sided_problem` over seeds, without bootstrap."""
+    rows = []
+    for seed in seeds:
+        true, recorded, probs = one_sided_problem(seed=seed, **problem)
+        result = estimate_mislabelling(recorded, probs, 0, np.random.default_rng(0))
+        rows.append((np.mean(true != recorded), result.rate.estimate, result.issues_estimate))
+    return tuple(np.array(rows).T)
+
+
+def test_estimate_counts_the_hidden_photos_the_model_cannot_see():
+    # half of class 1 scores like class 0: the hidden half of those cannot be pointed at,
+    # but the recorded ones show how many there are
+    truth, estimate, _ = errors_over_seeds(range(10), n=4000, shares=[0.15], hidden=0.3, visible=0.5)
+    assert abs(np.mean(estimate - truth)) < 0.005, "the estimate is not biased"
+    assert np.mean(np.abs(estimate - truth) <= np.maximum(0.015, 0.3 * truth)) >= 0.8
+
+
+def test_estimate_adds_the_classes_of_a_three_class_task():
+    errors = []
+    for seed in range(10):
+        true, recorded, probs = one_sided_problem(6000, [0.12, 0.08], hidden=0.25, seed=seed)
+        result = estimate_mislabelling(recorded, probs, n_bootstrap=0, rng=np.random.default_rng(0))
+        assert result.rate.estimate == pytest.approx(result.hidden.sum() / 6000)
+        assert result.rate.ci_low is None          # no bootstrap, no interval
+        hidden = [np.sum((true == c) & (recorded == 0)) for c in (1, 2)]
+        errors.append([result.hidden[c] / hidden[c - 1] - 1 for c in (1, 2)]
+                      + [result.rate.estimate - np.mean(true != recorded)])
+    errors = np.array(errors)
+    # within 20%: a few photos of other classes reach the top bin of the smaller class
+    assert np.all(np.abs(errors.mean(axis=0)[:2]) < 0.2), "each class's hidden count is about right"
+    assert np.mean(np.abs(errors[:, 2]) <= 0.015) >= 0.8
+
+
+def test_interval_covers_the_truth_in_most_seeded_replicates():
+    covered, widths = 0, []
+    for seed in range(40):
+        true, recorded, probs = one_sided_problem(3000, [0.12], hidden=0.1, seed=100 + seed, visible=0.7)
+        rate = estimate_mislabelling(recorded, probs, 100, np.random.default_rng(seed)).rate
+        covered += rate.ci_low <= np.mean(true != recorded) <= rate.ci_high
+        widths.append(rate.ci_high - rate.ci_low)
+    assert covered >= 34, f"95% interval covered the truth in {covered} of 40 replicates"
+    assert np.median(widths) < 0.025, "an interval that covers by being wide says nothing"
+
+
+def test_only_flagless_photos_can_be_mislabelled():
+    # the default-class photo scoring 0.85 carries another flag, so its record was kept
+    labels = np.array([1, 1, 1, 1] + [0] * 8)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.85, 0.5, 0.4, 0.3, 0.2, 0.1, 0.1, 0.1])
+    probs = np.column_stack([1 - scores, scores])
+    flagless = labels == 0
+    assert hidden_counts(labels, probs)[1] == pytest.approx(1.0)   # (1/8) * 8 photos
+    flagless[4] = False
+    assert hidden_counts(labels, probs, flagless)[1] == 0.0
+    result = estimate_mislabelling(labels, probs, 0, np.random.default_rng(0), flagless)
+    assert result.rate.estimate == 0.0
+    with pytest.raises(ValueError, match="default class"):
+        hidden_counts(labels, probs, np.ones(12, dtype=bool))
+
+
+def test_suspects_are_cleanlab_issues_least_confident_first():
+    true, recorded, probs = one_sided_problem(2000, [0.2], hidden=0.25, seed=4)
+    result = estimate_mislabelling(recorded, probs, 0, np.random.default_rng(0))
+    assert len(result.issues) > 0 and result.issues_estimate == len(result.issues) / 2000
+    assert np.mean(true[result.issues] != recorded[result.issues]) > 0.7, "most suspects are mislabelled"
     self_confidence = probs[result.issues, recorded[result.issues]]
-    assert np.all(np.diff(self_confidence) >= 0), "most suspect (least confident) first"
+    assert np.all(np.diff(self_confidence) >= 0)
 
 
 def test_drop_suspects_removes_only_the_chosen_photos():
@@ -284,7 +376,7 @@ def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch
                 assert set(entry["mislabelled_rate"]) == {"estimate", "ci_low", "ci_high", "method"}
     clean_rate = clean["ground_sheet"]["redbox"]["mislabelled_rate"]
     noisy_rate = noisy["ground_sheet"]["redbox"]["mislabelled_rate"]
-    assert clean_rate["method"] == noisy_rate["method"] == "confident_learning"
+    assert clean_rate["method"] == noisy_rate["method"] == "mixture_proportion"
     assert noisy_rate["estimate"] > clean_rate["estimate"] + 0.03
     # the other outputs a user opens
     folder = generated[0.4]

@@ -12,8 +12,11 @@ lazy-classifier bound of :func:`lazy_bound_verdict`.
   (:func:`review_estimate`): ``r = f * p`` where ``f`` is the share of flagless
   photos and ``p`` the share of the reviewed sample that should have carried one of
   the task's flags; the 95% interval is ``f`` times the Wilson interval of ``p``;
-* automatically, by confident learning (Northcutt et al. 2021) on out-of-fold
-  predicted probabilities of a cheap model (:func:`confident_learning`).
+* automatically, from out-of-fold predicted probabilities of a cheap model
+  (:func:`estimate_mislabelling`): the noise is one-sided (flawed photos recorded
+  with no flag), so the share of each class hidden among the flagless photos is a
+  mixture proportion, estimated by best-bin estimation, and ``r = f * p`` as above;
+  cleanlab's label issues (Northcutt et al. 2021) are the suspects.
 
 Everything here is pure: arrays and data frames in, values out.
 """
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from cleanlab.count import compute_confident_joint, estimate_joint
+from cleanlab.count import estimate_joint
 from cleanlab.filter import find_label_issues
 from PIL import Image, ImageDraw
 from sklearn.metrics import roc_auc_score
@@ -36,12 +39,15 @@ from weldnet.params import TaskSpec
 from weldnet.tasks import assign_classes
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
+# Candidate thresholds of hidden_share: the scores above which 5%, 10%, ..., 100% of a
+# class's recorded photos lie.
+RECALL_BINS = 20
 
 # Verdict words of the review sheet; anything else must be Table 1 flag names.
 VERDICT_OK = "ok"
 VERDICT_FLAWED = "flawed"
 
-CONFIDENT_LEARNING = "confident_learning"
+MIXTURE_PROPORTION = "mixture_proportion"
 REVIEW_SHEET = "review_sheet"
 NOT_ESTIMABLE = "not_estimable"
 
@@ -71,15 +77,17 @@ class BoundVerdict:
 
 @dataclass
 class NoiseEstimate:
-    """Confident-learning result for one task on one rig."""
+    """The automatic estimate for one task on one rig (:func:`estimate_mislabelling`)."""
 
     rate: RateEstimate
+    hidden: np.ndarray           # (K,) estimated photos of each class recorded as the default class
     joint: np.ndarray            # (K, K) joint share of recorded class (rows) and true class (columns)
     noise_matrix: np.ndarray     # P(recorded = i | true = j)
-    issues: np.ndarray           # row indices of suspected mislabelled photos, most suspect first
+    issues: np.ndarray           # cleanlab's label issues (row indices), most suspect first: the suspects
     suggested: np.ndarray        # most likely true class of each suspect
-    joint_estimate: float        # 1 - trace of cleanlab's calibrated joint (an upper-side figure)
-    bootstrap_rates: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 2)))  # (issues, joint)
+    issues_estimate: float       # len(issues) / n
+    joint_estimate: float        # 1 - trace of cleanlab's calibrated joint
+    bootstrap_rates: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
 
 
 # ---------------------------------------------------------------- per-rig statistics
@@ -113,23 +121,30 @@ def label_stats(flags: pd.DataFrame, rig: str) -> dict:
 
 # ---------------------------------------------------------------- intervals and the bound
 
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial share ``successes / n``.
+def wilson_bounds(successes: np.ndarray, n: int, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of binomial shares ``successes / n``, element-wise.
 
     centre = (p + z^2/2n) / (1 + z^2/n),
     half   = z / (1 + z^2/n) * sqrt(p(1-p)/n + z^2/4n^2).
-    Unlike the normal interval it stays inside [0, 1] and is sound for small n.
+    Unlike the normal interval it stays inside [0, 1] and is sound for small n and
+    for counts of 0 (upper bound z^2 / (n + z^2)).
     """
+    p = np.asarray(successes, dtype=np.float64) / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return np.maximum(0.0, centre - half), np.minimum(1.0, centre + half)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of one binomial share ``successes / n`` (:func:`wilson_bounds`)."""
     if n <= 0:
         raise ValueError("wilson_interval needs n > 0")
     if not 0 <= successes <= n:
         raise ValueError(f"successes = {successes} must lie in [0, {n}]")
-    p = successes / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = wilson_bounds(np.asarray(successes), n, z)
+    return float(low), float(high)
 
 
 def majority_share(labels: np.ndarray, n_classes: int) -> float:
@@ -213,7 +228,7 @@ def review_estimate(reviewed: int, wrong: int, flagless_share: float) -> RateEst
                         flagless_share * high, REVIEW_SHEET)
 
 
-# ---------------------------------------------------------------- confident learning
+# ---------------------------------------------------------------- the automatic estimate
 
 def task_class_probs(flag_probs: np.ndarray, flag_names: Sequence[str], task: TaskSpec,
                      prevalence: dict[str, float]) -> np.ndarray:
@@ -240,76 +255,146 @@ def task_class_probs(flag_probs: np.ndarray, flag_names: Sequence[str], task: Ta
     return probs / probs.sum(axis=1, keepdims=True)
 
 
+def hidden_share(recorded: np.ndarray, pool: np.ndarray, bins: int = RECALL_BINS, z: float = Z95) -> float:
+    """Share of the photos of ``pool`` that truly belong to class c, under one-sided noise.
+
+    ``recorded``: the out-of-fold probability of class c of the photos recorded as c;
+    ``pool``: the same probability of the photos that can hide class c (recorded as the
+    default class, with no flag).
+
+    One-sided noise: a photo recorded as c is truly c, and a share of the true c photos
+    lands in the pool, whichever photos they are. Out of fold, the hidden photos then
+    score like the recorded ones, and the pool mixes a share ``alpha`` of class c with
+    ``1 - alpha`` of others, so for every threshold t
+
+        q_p(t) = alpha * q_c(t) + (1 - alpha) * q_o(t) >= alpha * q_c(t),
+
+    q_p, q_c, q_o being the shares scoring at least t among the pool, the recorded
+    class-c photos and the others. q_p(t) / q_c(t) is an upper bound of alpha at every
+    threshold, and equals it where no other photo scores as high (a pure top bin).
+    Best-bin estimation (Garg et al. 2021, "Mixture proportion estimation and PU
+    learning: a modern approach") takes the threshold whose upper confidence bound of
+    that ratio is smallest:
+
+        t* = argmin_t W+(a(t), n_p) / W-(b(t), n_c),    alpha = (a(t*) / n_p) / (b(t*) / n_c),
+
+    with a(t), b(t) the photos scoring at least t among the n_p of the pool and the n_c
+    recorded class-c photos, and W+, W- the upper and lower Wilson 95% bounds (the
+    paper's bound, distribution-free and as wide at every threshold, is too loose for
+    shares of a few percent and picks too low a threshold). The candidate thresholds
+    are the class-c scores above which 1/bins, 2/bins, ..., all of the recorded class-c
+    photos lie; a few candidates rather than every score, so that the minimum picks up
+    less chance. alpha is 0 for an empty pool, and at most 1.
+    """
+    recorded, pool = np.sort(np.asarray(recorded, float)), np.sort(np.asarray(pool, float))
+    n_c, n_p = len(recorded), len(pool)
+    if n_c == 0:
+        raise ValueError("hidden_share needs at least one photo recorded as the class")
+    if n_p == 0:
+        return 0.0
+    ranks = np.unique(np.ceil(np.arange(1, bins + 1) * n_c / bins).astype(np.int64))
+    thresholds = recorded[n_c - ranks]
+    above_c = n_c - np.searchsorted(recorded, thresholds, side="left")
+    above_p = n_p - np.searchsorted(pool, thresholds, side="left")
+    upper = wilson_bounds(above_p, n_p, z)[1] / np.maximum(wilson_bounds(above_c, n_c, z)[0], 1e-12)
+    best = int(np.argmin(upper))
+    return float(min(1.0, (above_p[best] / n_p) / (above_c[best] / n_c)))
+
+
+def hidden_counts(labels: np.ndarray, pred_probs: np.ndarray, pool: np.ndarray | None = None) -> np.ndarray:
+    """Estimated number of photos of each class recorded as the default class 0 (0 for class 0).
+
+    ``pool``: the photos that can hide another class (a bool mask, all recorded as
+    class 0); None: every photo recorded as class 0. Class c's count is
+    hidden_share(class c's probabilities of the photos recorded as c, and of the pool)
+    times the size of the pool. Should the counts add up to more than the pool, they
+    are scaled down to it.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    pool = labels == 0 if pool is None else np.asarray(pool, dtype=bool)
+    if np.any(labels[pool] != 0):
+        raise ValueError("the pool of possibly mislabelled photos must be recorded as the default class")
+    n_pool = int(pool.sum())
+    counts = np.zeros(pred_probs.shape[1])
+    for c in range(1, pred_probs.shape[1]):
+        counts[c] = hidden_share(pred_probs[labels == c, c], pred_probs[pool, c]) * n_pool
+    total = counts.sum()
+    return counts * (n_pool / total) if total > n_pool else counts
+
+
+def one_sided_rate(labels: np.ndarray, pred_probs: np.ndarray, pool: np.ndarray | None = None) -> float:
+    """The mislabelled share under one-sided noise: r = sum_c hidden_counts[c] / n."""
+    return float(hidden_counts(labels, pred_probs, pool).sum() / len(labels))
+
+
 def _label_issues(labels: np.ndarray, pred_probs: np.ndarray) -> np.ndarray:
     return find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate",
                              return_indices_ranked_by="self_confidence", n_jobs=1)
 
 
-def confident_learning(labels: np.ndarray, pred_probs: np.ndarray, n_bootstrap: int,
-                       rng: np.random.Generator) -> NoiseEstimate:
-    """Estimate the mislabelled share from out-of-fold predicted probabilities.
+def estimate_mislabelling(labels: np.ndarray, pred_probs: np.ndarray, n_bootstrap: int,
+                          rng: np.random.Generator, flagless: np.ndarray | None = None) -> NoiseEstimate:
+    """The mislabelled share of a task from out-of-fold class probabilities, under one-sided noise.
 
-    Confident learning (Northcutt et al. 2021, cleanlab): the confident joint C[i, j]
-    counts photos recorded as class i whose predicted probability of class j reaches
-    class j's threshold t_j (the mean predicted probability of j over the photos
-    recorded as j), calibrated so that each row sums to the photos recorded as i.
-    cleanlab.filter.find_label_issues then takes, for each off-diagonal cell, the
-    round(C[i, j]) photos recorded as i with the largest margin p_j - p_i, and keeps
-    those whose most probable class is not the recorded one. The estimate is
+    The noise is the report's (section 5.2.5): a flawed photo recorded with no flag at
+    all. So a photo recorded in a class other than the default class 0 is right, and only
+    the photos recorded with no flag (``flagless``, a bool mask; None: every class-0
+    photo) can hide another class. The estimate is
 
-        r = (number of label issues) / n,
+        r = f * sum over classes c != 0 of hidden_share(c)     (:func:`one_sided_rate`),
 
-    the suspects are those issues (least confident in their recorded class first) and
-    the noise matrix P(recorded = i | true = j) is read off the issues' (recorded,
-    most probable) pairs, the other photos counting as correctly recorded.
+    with f the flagless share of the photos and hidden_share(c) the share of class c
+    among the flagless photos: the report's review-sheet figure f * m / n, with the
+    reviewed share m / n estimated from the model's probabilities. Its 95% interval is
+    the 2.5% and 97.5% quantiles of r over ``n_bootstrap`` resamples of the photos
+    (with replacement, probabilities held fixed, resamples lacking a class skipped;
+    fewer than 20 left: no interval). It covers the sampling of the photos, not the
+    training of the model. The noise matrix P(recorded = i | true = j) follows from the
+    hidden counts.
 
-    Why not cleanlab's own off-diagonal estimate, 1 - trace of the calibrated joint?
-    It counts every photo the model is merely unsure about: on generated Redbox clamps
-    (out-of-fold AUC about 0.9) it said 6-10% where the truth was 0-0.8%, while the
-    issue count stayed within about a point. But the issue count has the opposite
-    failure: when more than half of a class's photos are recorded as another class,
-    no photo's most probable class is the hidden one and the count falls short. The two
-    bracket the truth, so the interval spans both:
+    Where no flagless photo of another class scores like the best of class c, the
+    estimate is right; where the model sees class c poorly, other photos among its top
+    scores make it an upper bound that overshoots. For comparison, from cleanlab
+    (Northcutt et al. 2021):
 
-        ci_low  = 2.5% quantile of the issue-count estimate,
-        ci_high = 97.5% quantile of the calibrated-joint estimate (``joint_estimate``),
+    * ``issues_estimate``: the share of cleanlab's label issues (find_label_issues,
+      prune_by_noise_rate), the photos it confidently finds mislabelled. It undercounts
+      when the model finds only some of the hidden photos;
+    * ``joint_estimate``: 1 - trace of cleanlab's calibrated confident joint, which also
+      counts the photos the model is unsure about, on both sides.
 
-    over ``n_bootstrap`` resamples of the photos (pred_probs held fixed). With a model
-    that sees the task well the two agree and this is an ordinary bootstrap interval; a
-    wide interval says the model cannot settle the question and a review sheet should.
+    The suspects (``issues``) are cleanlab's label issues, least confident in their
+    recorded class first.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n, n_classes = len(labels), pred_probs.shape[1]
-    if np.any(np.bincount(labels, minlength=n_classes) == 0):
-        raise ValueError("confident_learning needs at least one photo of every class")
-    confident = compute_confident_joint(labels, pred_probs, calibrate=True)
-    joint_estimate = float(1.0 - np.trace(estimate_joint(labels, pred_probs, confident_joint=confident)))
+    pool = labels == 0 if flagless is None else np.asarray(flagless, dtype=bool)
+    recorded_counts = np.bincount(labels, minlength=n_classes)
+    if np.any(recorded_counts == 0):
+        raise ValueError("estimate_mislabelling needs at least one photo of every class")
+    hidden = hidden_counts(labels, pred_probs, pool)
+    rate = float(hidden.sum() / n)
+    counts = np.diag(recorded_counts.astype(np.float64))
+    counts[0, :] += hidden
+    counts[0, 0] -= hidden.sum()
+    joint = counts / n
+    true_share = joint.sum(axis=0, keepdims=True)
+    noise = np.divide(joint, true_share, out=np.zeros_like(joint), where=true_share > 0)
+    joint_estimate = float(1.0 - np.trace(estimate_joint(labels, pred_probs)))
     issues = np.asarray(_label_issues(labels, pred_probs), dtype=np.int64)
     masked = pred_probs[issues].copy()
     masked[np.arange(len(issues)), labels[issues]] = -1.0
     suggested = masked.argmax(axis=1) if len(issues) else np.empty(0, dtype=np.int64)
-    counts = np.zeros((n_classes, n_classes))
-    np.add.at(counts, (labels[issues], suggested), 1)
-    counts[np.diag_indices(n_classes)] = np.bincount(labels, minlength=n_classes) - counts.sum(axis=1)
-    joint = counts / n
-    true_share = joint.sum(axis=0, keepdims=True)
-    noise = np.divide(joint, true_share, out=np.zeros_like(joint), where=true_share > 0)
-    rate = len(issues) / n
     boot = []
     for _ in range(n_bootstrap):
         rows = rng.integers(0, n, n)
-        if np.any(np.bincount(labels[rows], minlength=n_classes) == 0):
-            continue
-        boot.append((len(_label_issues(labels[rows], pred_probs[rows])) / n,
-                     1.0 - np.trace(estimate_joint(labels[rows], pred_probs[rows]))))
-    boot_rates = np.asarray(boot).reshape(-1, 2)
-    if len(boot_rates) >= 20:
-        low = min(float(np.quantile(boot_rates[:, 0], 0.025)), rate)
-        high = max(float(np.quantile(boot_rates[:, 1], 0.975)), joint_estimate, rate)
-    else:
-        low = high = None
-    return NoiseEstimate(RateEstimate(rate, low, high, CONFIDENT_LEARNING), joint, noise,
-                         issues, suggested, joint_estimate, boot_rates)
+        if np.all(np.bincount(labels[rows], minlength=n_classes) > 0):
+            boot.append(one_sided_rate(labels[rows], pred_probs[rows], pool[rows]))
+    low = high = None
+    if len(boot) >= 20:
+        low, high = (float(q) for q in np.quantile(boot, [0.025, 0.975]))
+    return NoiseEstimate(RateEstimate(rate, low, high, MIXTURE_PROPORTION), hidden, joint, noise,
+                         issues, suggested, len(issues) / n, joint_estimate, np.asarray(boot))
 
 
 def separability(labels: np.ndarray, pred_probs: np.ndarray) -> float:

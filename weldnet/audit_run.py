@@ -15,7 +15,7 @@ import pandas as pd
 
 from weldnet.audit import (
     NOT_ESTIMABLE, BoundVerdict, NoiseEstimate, RateEstimate,
-    confident_learning, cross_rig_disagreement, lazy_bound_verdict, majority_share,
+    cross_rig_disagreement, estimate_mislabelling, lazy_bound_verdict, majority_share,
     noise_matrix_dict, review_estimate, separability, suspects_table, task_class_probs, round_metric,
 )
 from weldnet.audit_model import FitSettings, cross_validate
@@ -66,6 +66,7 @@ class TaskAudit:
             "straddles_bound": self.verdict.straddles_bound,
             "model_auc": round_metric(self.model_auc),
             "automatic": {**{k: v for k, v in self.automatic.as_dict().items() if k != "method"},
+                          "issues_estimate": round_metric(self.noise.issues_estimate) if self.noise else None,
                           "joint_estimate": round_metric(self.noise.joint_estimate) if self.noise else None},
             "review": None,
             "noise_matrix": noise_matrix_dict(self.noise.noise_matrix, self.class_names) if self.noise else None,
@@ -149,13 +150,14 @@ def audit_task(name: str, task: TaskSpec, rig: str, images: Sequence[str], flags
         if auc < cfg.min_auc:
             note = (f"the audit model barely sees this task here (out-of-fold AUC {auc:.2f} < "
                     f"audit.min_auc = {cfg.min_auc:g}); fill in the review sheet instead")
+    flagless = flags[list(FLAGS)].to_numpy().sum(axis=1) == 0
     if note:
         automatic = RateEstimate(None, None, None, NOT_ESTIMABLE)
     else:
-        noise = confident_learning(labels, probs, cfg.bootstrap, rng)
+        noise = estimate_mislabelling(labels, probs, cfg.bootstrap, rng, flagless)
         automatic = noise.rate
         suspects = suspects_table(list(images), labels, probs, noise, task.class_names)
-    flagless_share = float(np.mean(flags[list(FLAGS)].to_numpy().sum(axis=1) == 0)) if len(flags) else 0.0
+    flagless_share = float(np.mean(flagless)) if len(flags) else 0.0
     reviewed = review_estimate(*review, flagless_share) if review is not None and review[0] > 0 else None
     rate = reviewed if reviewed is not None else automatic
     if rate.method != NOT_ESTIMABLE:
