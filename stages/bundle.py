@@ -5,7 +5,9 @@ accuracy (metrics/evaluate.json); its seed is ``triage.seed``, or the best of it
 seeds by the same measure. Never chosen on test. Writes the bundle folder
 (weldnet.bundle: exported network, decision rule, photo normalisation, classes,
 certified threshold) and the certificate as a metrics file. The export is checked
-against the live model on the validation photos before anything is written.
+against the live model on the validation photos before anything is written. It
+runs on the CPU whatever `device` says: the exported program must load anywhere,
+and scoring the validation and test photos takes seconds.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from weldnet.bundle import (bundle_info, choose_best, export_gap, export_network, fit_rule, flaw_scores,
-                            network_logits, readme_text, strategy_config, write_bundle)
+                            metrics_view, network_logits, readme_text, strategy_config, write_bundle)
 from weldnet.certify import certified_threshold, triage_report
 from weldnet.config import DataError, build, run_stage
 from weldnet.data import load_split_images, read_split
@@ -110,7 +112,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     write_bundle(args.out, program, info, report, readme_text(info, report))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(report, indent=2) + "\n")
+    args.metrics.write_text(json.dumps(metrics_view(report), indent=2) + "\n")
     auto, test = report["automation"], report["test"]
     recall = "n/a (no flawed photo)" if test["recall"] is None else f"{test['recall']:.3f}"
     print(f"bundle: {strategy} ({seed_name}, {config['decision']}), chosen by {chosen_by}")

@@ -262,6 +262,15 @@ def bundle_info(*, strategy: str, seed: str, config: dict, rule: DecisionRule, t
     }
 
 
+# sentences that would make every `dvc metrics diff` line wide; triage/triage.json keeps them
+PROSE = ("note", "method", "chosen_by")
+
+
+def metrics_view(certificate: dict) -> dict:
+    """metrics/triage.json: the certificate without its sentences."""
+    return {k: v for k, v in certificate.items() if k not in PROSE}
+
+
 def write_bundle(out: Path, program: torch.export.ExportedProgram, info: dict, certificate: dict,
                  readme: str) -> None:
     """Write the bundle folder, replacing the files of an earlier one."""
