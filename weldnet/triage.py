@@ -387,8 +387,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--workers must be >= 1, or 0 for one per CPU")
     if args.block < 1 or args.shown < 0:
         parser.error("--block must be >= 1 and --shown >= 0")
-    run(args.photos, args.bundle, args.out, sheet=args.sheet, workers=args.workers, block=args.block,
-        shown=args.shown, device=args.device)
+    try:
+        run(args.photos, args.bundle, args.out, sheet=args.sheet, workers=args.workers, block=args.block,
+            shown=args.shown, device=args.device)
+    except BrokenPipeError:           # the summary piped into `head`: the CSV and the page are written
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":
