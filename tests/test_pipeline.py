@@ -262,3 +262,57 @@ def test_a_checkpoint_from_other_code_is_not_resumed(repo: Path):
         (repo / "params.yaml").write_text(original)
     assert "resuming from" not in again
     assert "written by another configuration; starting afresh" in again
+
+
+def test_the_triage_bundle_reproduces_evaluate_and_triages_a_fresh_export(repo: Path):
+    """The bundle stage after evaluate: chosen by validation, the CLI gives evaluate's scores, dvc tracks it."""
+    import numpy as np
+    import pandas as pd
+
+    from weldnet.export import generate
+    from weldnet.params import GenerateSpec, RigCounts
+
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    report = json.loads((repo / "models/triage/triage.json").read_text())
+    metrics = json.loads((repo / "metrics/triage.json").read_text())
+    assert metrics == {k: v for k, v in report.items() if k not in ("note", "method", "chosen_by")}
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    study = yaml.safe_load((repo / "params.yaml").read_text())["study"]
+    best = max(study, key=lambda name: evaluate[name]["val_per_class_accuracy"])    # first among ties
+    assert report["strategy"] == best and report["target_recall"] == 0.95
+    assert {"threshold", "confidence", "calibration", "automation", "test", "naive", "note"} <= set(report)
+
+    # the inspector's command on the test split's photos gives evaluate's probabilities for that strategy and seed
+    split = pd.read_csv(repo / "data/split.csv", dtype={"image": str}, keep_default_na=False)
+    test = split.loc[split["split"] == "test", "image"].tolist()
+    run([sys.executable, "-m", "weldnet.triage", *(f"data/export/{image}" for image in test), "--bundle", "models/triage",
+         "--out", "test.csv", "--workers", "1"], repo)
+    rows = pd.read_csv(repo / "test.csv", keep_default_na=False).set_index("image")
+    predictions = pd.read_csv(repo / "data/predictions.csv", dtype={"image": str}, keep_default_na=False)
+    mine = predictions[(predictions["strategy"] == best) & (predictions["seed"] == report["seed"])]
+    expected = 1.0 - mine.set_index("image").loc[test, "p_clamp_detected"].to_numpy()
+    scores = rows.loc[[f"data/export/{image}" for image in test], "score"].to_numpy(dtype=float)
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-6)
+    cleared = rows["decision"] == "clear"
+    assert (cleared == (rows["score"].astype(float) < report["threshold"])).all()
+    assert cleared.mean() == pytest.approx(report["test"]["automation"])
+    if not report["certified"]:       # tiny validation split: too few flawed photos, said plainly
+        assert "needs at least 59" in report["note"] and not cleared.any()
+
+    # a fresh export the bundle has never seen (another generate.seed), with its labels
+    generate(GenerateSpec(seed=99, size=RigCounts(redbox=4, bluebox=40), workers=1), repo / "fresh",
+             repo / "fresh-truth.csv")
+    fresh = run([sys.executable, "-m", "weldnet.triage", "fresh", "--bundle", "models/triage", "--out", "fresh.csv",
+                 "--workers", "1"], repo)
+    assert "triage: 44 photos" in fresh.stdout
+    assert "labels: 40 labelled photos (4 of other rigs left out)" in fresh.stdout
+    assert (repo / "fresh.html").stat().st_size > 0
+
+    # dvc metrics diff shows the certificate moving when only the triage params change
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "bundle"], repo)
+    exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "triage.target_recall=0.5",
+               "-S", "triage.confidence=0.5"], repo)
+    assert "Running stage 'bundle'" in exp.stdout and "Running stage 'evaluate'" not in exp.stdout
+    diff = run([sys.executable, "-m", "dvc", "metrics", "diff"], repo)
+    assert "metrics/triage.json" in diff.stdout and "target_recall" in diff.stdout

@@ -505,6 +505,21 @@ class EvaluateParams:
         return DecisionParams(self.tau_grid)
 
 
+# ------------------------------------------------------------------ triage
+@dataclass(frozen=True)
+class TriageParams:
+    """The ``triage`` section: the inspector's bundle (README, Inspecting new photos; weldnet.certify)."""
+
+    strategy: str | None = None      # null: the study's best by validation per-class accuracy
+    seed: int | None = None          # null: that strategy's best seed by validation per-class accuracy
+    target_recall: float = 0.95      # recall on flawed photos to guarantee (report section 6.4.6)
+    confidence: float = 0.95         # confidence of the guarantee (one-sided Clopper-Pearson)
+
+    def validate(self, where: str) -> None:
+        check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True, high_open=True)
+        check_range(self.confidence, f"{where}.confidence", 0.0, 1.0, low_open=True, high_open=True)
+
+
 # ------------------------------------------------------------------ the whole file
 @dataclass(frozen=True)
 class Params:
@@ -529,6 +544,7 @@ class Params:
     schedules: ScheduleParams = field(default_factory=ScheduleParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    triage: TriageParams = field(default_factory=TriageParams)
 
     def validate(self, where: str) -> None:
         if not self.tasks:
@@ -557,6 +573,12 @@ class Params:
                 raise ParamError(f"study lists '{name}', which reuses '{source}'; add '{source}' to study")
         if len(set(self.study)) != len(self.study):
             raise ParamError("study lists a strategy twice; list each once")
+        if self.triage.strategy is not None and self.triage.strategy not in self.study:
+            raise ParamError(f"triage.strategy: '{self.triage.strategy}' is not in study; valid: null (the best by "
+                             f"validation), {', '.join(self.study)}")
+        if self.triage.seed is not None and self.triage.seed not in self.train.seeds:
+            raise ParamError(f"triage.seed = {self.triage.seed} is not in train.seeds "
+                             f"{self.train.seeds}; use one of them or null")
 
     @property
     def selected_task(self) -> TaskSpec:
