@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         stats[rig] = label_stats(flags, rig)
         flagless = rows.loc[flags.sum(axis=1).to_numpy() == 0, "image"].tolist()
         samples[rig] = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
-        thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers)
+        thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers,
+                                             desc=f"audit thumbnails {rig}")
     write_review_sheets(args.export, manifest, samples, cfg.sheet_thumb, args.out, args.plots)
     loaded = time.time()
     print(f"audit: {len(manifest)} photos read ({loaded - started:.0f} s)")

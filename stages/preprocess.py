@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = manifest.set_index("image").loc[ordered["image"]].reset_index()
 
     empty_output_dir(args.out)
-    write_shards(args.out, ordered, decode_resized(args.export, rows, params.size, params.workers), params.size)
+    photos = decode_resized(args.export, rows, params.size, params.workers, desc="preprocess")
+    write_shards(args.out, ordered, photos, params.size)
     index.to_csv(args.out / INDEX, index=False)
     shards = ordered["shard"].nunique()
     print(f"preprocess: {len(index)} photos -> {shards} shard(s) of {params.size}x{params.size} in {args.out}")

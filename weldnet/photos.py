@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pandas as pd
 from weldnet.config import DataError
 from weldnet.images import ImageRejected, load_resized, open_normalised
 from weldnet.pool import ordered_map
+from weldnet.progress import progress
 
 
 def _read_checked(path: str, sha256: str) -> bytes | str:
@@ -63,10 +65,15 @@ def resize_tasks(export: Path, rows: pd.DataFrame, size: int) -> list[tuple[str,
 
 
 def decode_resized(export: Path, rows: pd.DataFrame, size: int, workers: int,
-                   chunksize: int | None = None) -> Iterator[np.ndarray]:
-    """uint8 (size, size, 3) photos of the manifest rows, in order, lazily; DataError names a bad photo."""
+                   chunksize: int | None = None, desc: str | None = None) -> Iterator[np.ndarray]:
+    """uint8 (size, size, 3) photos of the manifest rows, in order, lazily; DataError names a bad photo.
+
+    With ``desc``, progress is shown under that name (weldnet.progress).
+    """
     results = ordered_map(load_checked, resize_tasks(export, rows, size), workers, chunksize=chunksize,
                           max_chunk=16)
+    if desc is not None:
+        results = progress(results, desc=desc, unit="photo", total=len(rows), stream=sys.stdout)
     return _raise_on_reason(export, rows["image"], results)
 
 
@@ -83,9 +90,10 @@ def _raise_on_reason(export: Path, images: Iterable[str], results: Iterable[np.n
         yield result
 
 
-def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int) -> np.ndarray:
+def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int,
+                    desc: str | None = None) -> np.ndarray:
     """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes."""
     if not len(rows):
         return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64)))
+    return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64, desc=desc)))
 
