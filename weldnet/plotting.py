@@ -360,16 +360,19 @@ def comparison_chart(metrics: dict[str, dict[str, tuple[object, object]]], base:
                                            list(metrics).index(n)))
     fig, ax = plt.subplots(figsize=(7.5, 0.36 * len(names) + 1.5))
     y = np.arange(len(names))
+    lows, highs = [CHANCE], [CHANCE]
     for side, (label, colour, shift) in enumerate(((base, "#9a9a9a", -0.17), ("now", "tab:blue", 0.17))):
         mean = np.array([value(n, "per_class_accuracy", side) for n in names])
         low = np.array([value(n, "per_class_accuracy_ci_low", side) for n in names])
         high = np.array([value(n, "per_class_accuracy_ci_high", side) for n in names])
         ax.hlines(y + shift, low, high, color=colour, lw=2.2, alpha=0.7)
         ax.scatter(mean, y + shift, color=colour, s=26, zorder=3, label=f"{label} (95% interval)")
+        lows += [np.nanmin(np.r_[low, mean, 1.0])]
+        highs += [np.nanmax(np.r_[high, mean, 0.0])]
     ax.axvline(CHANCE, color="grey", ls=":", lw=1)
     ax.set_yticks(y, names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0.4, 1.0)
+    ax.set_xlim(max(0.0, min(0.45, min(lows) - 0.02)), min(1.0, max(highs) + 0.03))
     ax.set_xlabel("test per-class accuracy, mean over seeds", fontsize=9)
     ax.set_title(f"Per-class accuracy at {base} and now; best validation (now) first", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
