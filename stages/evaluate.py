@@ -27,8 +27,8 @@ from weldnet.class_stats import priors as class_priors
 from weldnet.config import DataError, build, run_stage
 from weldnet.data import load_split_images, read_split
 from weldnet.decisions import apply_decision
-from weldnet.evaluation import (aggregate, automation_curve, automation_scores, automation_table, confusion_counts,
-                                confusion_table, per_seed, score, summary_table)
+from weldnet.evaluation import (aggregate, automation_curve, automation_scores, automation_table, by_seed,
+                                confusion_counts, confusion_table, score, summary_table)
 from weldnet.metrics import bootstrap_interval, per_class_accuracy
 from weldnet.models import build_model
 from weldnet.params import ModelParams, load_checked_params
@@ -91,9 +91,9 @@ def main() -> None:
             config = {**read_config(config["reuse"]), "decision": decision}
         class_names = config["classes"]
         priors = class_priors(config["train_counts"])
-        seed_scores, pooled_pred, fitted, curves = [], [], [], []
+        per_seed, pooled_pred, fitted, curves = [], [], [], []
         seed_names = list(config["seeds"])
-        for seed_name in seed_names:
+        for seed_name in config["seeds"]:
             val_logits, test_logits = model_logits(config["strategy"], seed_name, config)
             # one fit on validation, applied to validation (for the automation threshold) and test alike
             both, info = apply_decision(decision, val_logits, val_y, np.vstack([val_logits, test_logits]), priors,
@@ -103,7 +103,7 @@ def main() -> None:
             scores.update(automation_scores(val_probs, val_y, probs, test_y, spec.target_recall))
             # what a sweep should choose by: the same decision, scored on validation
             scores["val_per_class_accuracy"] = per_class_accuracy(val_probs.argmax(axis=1), val_y, len(class_names))
-            seed_scores.append(scores)
+            per_seed.append(scores)
             pooled_pred.append(probs.argmax(axis=1))
             fitted.append(info)
             curves.append(automation_curve(1.0 - probs[:, 0], test_y != 0))
@@ -113,16 +113,16 @@ def main() -> None:
             frame.insert(0, "seed", seed_name)
             frame.insert(0, "strategy", name)
             predictions.append(frame)
-        result = aggregate(seed_scores, class_names)
+        result = aggregate(per_seed, class_names)
         rng = np.random.default_rng(spec.seed)
         low, high = bootstrap_interval(np.stack(pooled_pred), test_y, len(class_names), rng, spec.bootstrap)
         result["per_class_accuracy_ci_low"], result["per_class_accuracy_ci_high"] = low, high
-        result["best_epoch"] = per_seed([config["seeds"][s]["best_epoch"] for s in seed_names], seed_names)
+        result["best_epoch"] = by_seed([config["seeds"][s]["best_epoch"] for s in seed_names], seed_names)
         if any(fitted):
-            result["decision_fit"] = per_seed(fitted, seed_names)
+            result["decision_fit"] = by_seed(fitted, seed_names)
         results[name] = result
         automation_rows.append(automation_table(
-            name, curves, [(s["automation_recall"], s["automation"]) for s in seed_scores], spec.target_recall))
+            name, curves, [(s["automation_recall"], s["automation"]) for s in per_seed], spec.target_recall))
         counts = sum(confusion_counts(pred, test_y, len(class_names)) for pred in pooled_pred)
         confusion_rows.append(confusion_table(name, counts, class_names))
         print(f"{name:>22}: per-class accuracy {result['per_class_accuracy']:.3f} [{low:.3f}, {high:.3f}], "

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from weldnet.decisions import automation, automation_threshold
-from weldnet.evaluation import (automation_curve, automation_table, confusion_counts, confusion_table, per_seed,
+from weldnet.evaluation import (automation_curve, automation_table, by_seed, confusion_counts, confusion_table,
                                 summary_table)
 
 
@@ -54,9 +54,9 @@ def test_confusion_counts_and_shares_by_hand():
 
 
 def test_per_seed_scalars_and_the_summary_table():
-    assert per_seed([12, 10], ["seed-0", "seed-1"]) == {"seed-0": 12, "seed-1": 10}
+    assert by_seed([12, 10], ["seed-0", "seed-1"]) == {"seed-0": 12, "seed-1": 10}
     with pytest.raises(ValueError):
-        per_seed([1], ["seed-0", "seed-1"])
+        by_seed([1], ["seed-0", "seed-1"])
     result = {"per_class_accuracy": 0.6, "per_class_accuracy_std": 0.01, "accuracy": 0.8, "cross_entropy": 0.4,
               "automation": 0.2, "automation_recall": 0.95, "per_class_accuracy_ci_low": 0.55,
               "per_class_accuracy_ci_high": 0.65, "collapsed_seeds": 1, "best_epoch": {"seed-0": 12, "seed-1": 10}}

@@ -53,7 +53,7 @@ def aggregate(per_seed: list[dict], class_names: list[str]) -> dict:
     return out
 
 
-def per_seed(values: list, seed_names: list[str]) -> dict:
+def by_seed(values: list, seed_names: list[str]) -> dict:
     """``{seed name: value}``: per-seed figures as scalars that ``dvc metrics diff`` shows (it drops lists)."""
     if len(values) != len(seed_names):
         raise ValueError(f"{len(values)} values for {len(seed_names)} seeds")
