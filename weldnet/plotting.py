@@ -170,7 +170,7 @@ def filter_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], out: Path, see
     """:func:`filter_mosaic` with each model's label on the left and the seeds named on top."""
     image = filter_mosaic([per_seed for _, per_seed in rows])
     height, width = image.shape[:2]
-    label_px, top_px = 170, 52
+    label_px, top_px = 16 + 6 * max(len(label) for label, _ in rows), 52     # about 6 px a character at 8 pt
     fig = plt.figure(figsize=((width + label_px + 10) / DPI, (height + top_px + 10) / DPI), dpi=DPI)
     ax = fig.add_axes(((label_px) / (width + label_px + 10), 10 / (height + top_px + 10),
                        width / (width + label_px + 10), height / (height + top_px + 10)))
