@@ -3,8 +3,8 @@
 Reads the manifest, the export's photos and params ``audit`` and ``tasks``; writes
 metrics/audit.json (per task and rig: majority share, mislabelled share with its
 95% interval, lazy-bound verdict), metrics/label_stats.json (Table 1 per rig),
-metrics/cross_rig.json (Bluebox model vs Redbox records), the review sheet and the
-suspects table (data/audit/) and their contact sheets (plots/audit/).
+metrics/cross_rig.json (Bluebox model vs Redbox records), the review sheet, the
+suspects table and the flag pair counts (data/audit/) and the contact sheets (plots/audit/).
 Never reads data/truth.csv.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from weldnet.audit import draw_review_sample, flag_matrix, label_stats, review_counts
+from weldnet.audit import draw_review_sample, flag_matrix, flag_pairs, label_stats, review_counts
 from weldnet.audit_run import audit_task, cross_rig_check, fit_rig_models
 from weldnet.audit_sheets import read_review_sheet, summary_lines, write_review_sheets, write_suspects
 from weldnet.config import run_stage
@@ -52,14 +53,16 @@ def main(argv: list[str] | None = None) -> None:
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
             remove_output(old, within=folder)
 
-    stats, samples, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, {}, {}, {}, {}
+    stats, pairs, samples, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, [], {}, {}, {}, {}
     for r, rig in enumerate(RIGS):
         rows = rows_by_rig[rig] = manifest[manifest["rig"] == rig].reset_index(drop=True)
         flags = flags_by_rig[rig] = flag_matrix(rows)
         stats[rig] = label_stats(flags, rig)
+        pairs.append(flag_pairs(flags, rig))
         flagless = rows.loc[flags.sum(axis=1).to_numpy() == 0, "image"].tolist()
         samples[rig] = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
-        thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers)
+        thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers,
+                                             desc=f"audit thumbnails {rig}")
     write_review_sheets(args.export, manifest, samples, cfg.sheet_thumb, args.out, args.plots)
     loaded = time.time()
     print(f"audit: {len(manifest)} photos read ({loaded - started:.0f} s)")
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"audit: estimates ({time.time() - fitted:.0f} s)")
 
     write_suspects(args.export, manifest, results, cfg.suspects_sheet, cfg.sheet_thumb, args.out, args.plots)
+    pd.concat(pairs, ignore_index=True).to_csv(args.out / "flag_pairs.csv", index=False)
 
     audit = {name: {rig: results[name, rig].as_dict() for rig in RIGS} for name in tasks}
     outputs = [(args.metrics, audit), (args.stats, stats)]

@@ -7,6 +7,11 @@ can be cleared automatically while recall on flawed photos stays at the target,
 with the threshold chosen on validation. Metrics are means over the training
 seeds (with their standard deviation when there are several). Decision rules that
 fit a number (post-hoc tau) fit it on validation, never on test.
+
+Besides the metrics it writes the tables the plots draw, into ``--plots``:
+``automation.csv`` (each strategy's share cleared against recall on flawed test
+photos, and its validation-threshold point) and ``confusion.csv`` (test confusion
+counts per strategy, summed over seeds).
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ from weldnet.class_stats import priors as class_priors
 from weldnet.config import DataError, build, run_stage
 from weldnet.data import load_split_images, read_split
 from weldnet.decisions import apply_decision
-from weldnet.evaluation import aggregate, automation_scores, score, summary_table
+from weldnet.evaluation import (aggregate, automation_curve, automation_scores, automation_table, by_seed,
+                                confusion_counts, confusion_table, score, summary_table)
 from weldnet.metrics import bootstrap_interval, per_class_accuracy
 from weldnet.models import build_model
 from weldnet.params import ModelParams, load_checked_params
@@ -37,6 +43,7 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, type=Path)
     parser.add_argument("--summary", required=True, type=Path, help="Markdown table of the metrics")
     parser.add_argument("--predictions", required=True, type=Path, help="test-set probabilities (CSV)")
+    parser.add_argument("--plots", required=True, type=Path, help="folder for automation.csv and confusion.csv")
     args = parser.parse_args()
 
     params = load_checked_params()
@@ -76,7 +83,7 @@ def main() -> None:
         return logits_cache[(name, seed_name)]
 
     results: dict = {}
-    predictions = []
+    predictions, automation_rows, confusion_rows = [], [], []
     for name in study:
         config = read_config(name)
         decision = config["decision"]
@@ -84,7 +91,8 @@ def main() -> None:
             config = {**read_config(config["reuse"]), "decision": decision}
         class_names = config["classes"]
         priors = class_priors(config["train_counts"])
-        per_seed, pooled_pred, fitted = [], [], []
+        per_seed, pooled_pred, fitted, curves = [], [], [], []
+        seed_names = list(config["seeds"])
         for seed_name in config["seeds"]:
             val_logits, test_logits = model_logits(config["strategy"], seed_name, config)
             # one fit on validation, applied to validation (for the automation threshold) and test alike
@@ -98,6 +106,7 @@ def main() -> None:
             per_seed.append(scores)
             pooled_pred.append(probs.argmax(axis=1))
             fitted.append(info)
+            curves.append(automation_curve(1.0 - probs[:, 0], test_y != 0))
             frame = pd.DataFrame(probs, columns=[f"p_{c}" for c in class_names])
             frame.insert(0, "label", test_y)
             frame.insert(0, "image", test_images)
@@ -107,11 +116,15 @@ def main() -> None:
         result = aggregate(per_seed, class_names)
         rng = np.random.default_rng(spec.seed)
         low, high = bootstrap_interval(np.stack(pooled_pred), test_y, len(class_names), rng, spec.bootstrap)
-        result["per_class_accuracy_ci"] = [low, high]
-        result["best_epoch"] = [config["seeds"][s]["best_epoch"] for s in config["seeds"]]
+        result["per_class_accuracy_ci_low"], result["per_class_accuracy_ci_high"] = low, high
+        result["best_epoch"] = by_seed([config["seeds"][s]["best_epoch"] for s in seed_names], seed_names)
         if any(fitted):
-            result["decision_fit"] = fitted
+            result["decision_fit"] = by_seed(fitted, seed_names)
         results[name] = result
+        automation_rows.append(automation_table(
+            name, curves, [(s["automation_recall"], s["automation"]) for s in per_seed], spec.target_recall))
+        counts = sum(confusion_counts(pred, test_y, len(class_names)) for pred in pooled_pred)
+        confusion_rows.append(confusion_table(name, counts, class_names))
         print(f"{name:>22}: per-class accuracy {result['per_class_accuracy']:.3f} [{low:.3f}, {high:.3f}], "
               f"accuracy {result['accuracy']:.3f}, automation {result['automation']:.3f}"
               + (", COLLAPSED to a constant" if result["collapsed"] else ""))
@@ -121,6 +134,9 @@ def main() -> None:
     args.summary.write_text(summary_table(results, spec.target_recall))
     args.predictions.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(predictions).to_csv(args.predictions, index=False)
+    args.plots.mkdir(parents=True, exist_ok=True)
+    pd.concat(automation_rows).to_csv(args.plots / "automation.csv", index=False, float_format="%.5g")
+    pd.concat(confusion_rows).to_csv(args.plots / "confusion.csv", index=False, float_format="%.5g")
 
 
 if __name__ == "__main__":

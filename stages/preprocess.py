@@ -10,6 +10,7 @@ the number of photos. Each photo is checked against the SHA-256 ingest recorded.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from weldnet.config import run_stage
 from weldnet.manifest import read_manifest
 from weldnet.params import load_checked_params
 from weldnet.photos import decode_resized
+from weldnet.progress import Progress
 from weldnet.shards import INDEX, empty_output_dir, plan_shards, write_order, write_shards
 
 
@@ -34,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = manifest.set_index("image").loc[ordered["image"]].reset_index()
 
     empty_output_dir(args.out)
-    write_shards(args.out, ordered, decode_resized(args.export, rows, params.size, params.workers), params.size)
+    with Progress(len(rows), "preprocess", unit="photo", stream=sys.stdout) as bar:
+        write_shards(args.out, ordered, decode_resized(args.export, rows, params.size, params.workers, bar=bar),
+                     params.size)
     index.to_csv(args.out / INDEX, index=False)
     shards = ordered["shard"].nunique()
     print(f"preprocess: {len(index)} photos -> {shards} shard(s) of {params.size}x{params.size} in {args.out}")

@@ -13,7 +13,7 @@ import yaml
 
 from weldnet.params import AuditParams
 from weldnet.audit import (RateEstimate, draw_review_sample, estimate_mislabelling, hidden_counts, hidden_share,
-                           label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
+                           flag_pairs, label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
                            task_class_probs, wilson_bounds, wilson_interval)
 from weldnet.pretraining import drop_suspects
 from weldnet.config import DataError, ParamError, build
@@ -109,10 +109,14 @@ def test_label_stats_counts_flags_flagless_photos_and_pairs():
     stats = label_stats(flags, "redbox")
     assert stats["n"] == 4 and stats["flagless"] == 2 and stats["flagless_share"] == 0.5
     assert stats["flags"]["No Ground Sheet"] == 2 and stats["flags"]["Other"] == 0
-    assert stats["cooccurrence"]["No Clamp Used & No Ground Sheet"] == 1
+    assert all(isinstance(v, (int, float)) for k, v in stats.items() if k != "flags")   # scalars: diffable
+    pairs = flag_pairs(flags, "redbox").set_index(["flag_a", "flag_b"])["photos"]
+    assert pairs["No Clamp Used", "No Ground Sheet"] == 1
+    assert pairs["No Ground Sheet", "Other"] == 0
     # pairs only among flags the rig records (Table 1): Redbox never records "Soil Contamination Risk"
-    assert not any("Soil Contamination Risk" == key.split(" & ")[0] for key in stats["cooccurrence"])
-    assert set(label_stats(flags.iloc[:0], "redbox")["cooccurrence"]) == set(stats["cooccurrence"])
+    assert "Soil Contamination Risk" not in set(pairs.index.get_level_values(0)) | set(pairs.index.get_level_values(1))
+    assert flag_pairs(flags.iloc[:0], "redbox")[["flag_a", "flag_b"]].equals(
+        flag_pairs(flags, "redbox")[["flag_a", "flag_b"]])
 
 
 def test_task_class_probs_follow_the_first_matching_class_rule():
@@ -388,6 +392,8 @@ def test_audit_stage_end_to_end_moves_with_injected_noise(generated, monkeypatch
             == noisy["ground_sheet"]["redbox"]["suspects"] > 0)
     stats = json.loads((folder / "m/label_stats.json").read_text())
     assert stats["redbox"]["n"] == 160 and stats["bluebox"]["n"] == 60
+    pairs = pd.read_csv(folder / "audit/flag_pairs.csv")
+    assert set(pairs["rig"]) == {"redbox", "bluebox"} and (pairs["photos"] >= 0).all()
 
 
 def test_filled_review_sheet_becomes_the_headline_estimate(generated, monkeypatch):

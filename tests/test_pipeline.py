@@ -316,3 +316,55 @@ def test_the_triage_bundle_reproduces_evaluate_and_triages_a_fresh_export(repo: 
     assert "Running stage 'bundle'" in exp.stdout and "Running stage 'evaluate'" not in exp.stdout
     diff = run([sys.executable, "-m", "dvc", "metrics", "diff"], repo)
     assert "metrics/triage.json" in diff.stdout and "target_recall" in diff.stdout
+
+
+def test_plots_show_overlays_every_strategy_on_a_page_that_works_offline(repo: Path):
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from check_plots_page import find_browser, static_check
+
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots", dirs_exist_ok=True)
+    run([sys.executable, "-m", "dvc", "config", "plots.html_template", "plots/offline.html"], repo)
+    run([sys.executable, "-m", "dvc", "plots", "show", "-o", "page"], repo)
+    page = (repo / "page" / "index.html").read_text(encoding="utf-8")
+    charts, images = static_check(page)
+    assert (charts, images) == (5, 4)                       # one chart per plot of dvc.yaml, not one per file
+    study = yaml.safe_load((repo / "params.yaml").read_text())["study"]
+    for name in study:
+        assert f'"strategy": "{name}"' in page, name
+    curves = pd.read_csv(repo / "plots/summary/val_per_class_accuracy.csv")
+    logged = pd.read_csv(repo / "dvclive/baseline/seed-0/plots/metrics/val/per_class_accuracy.tsv", sep="\t")
+    baseline = curves[(curves["strategy"] == "baseline") & (curves["seed"] == 0)]
+    assert baseline["step"].tolist() == logged["step"].tolist() and logged["step"].iloc[0] > 0   # not the row
+    assert set(curves["strategy"]) == set(study) - {"threshold"}                          # threshold reuses baseline
+    if find_browser() is not None:
+        done = subprocess.run([sys.executable, str(ROOT / "scripts/check_plots_page.py"), "--page",
+                               str(repo / "page/index.html")], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0 and "5 vega charts drawn" in done.stdout, done.stdout + done.stderr
+
+
+def test_report_compares_the_workspace_with_a_base_revision(repo: Path):
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "report base", "--allow-empty"], repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"].update(target_recall=0.5, bootstrap=80)      # moves the automation and the intervals
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = run([sys.executable, "-m", "dvc", "repro"], repo)
+    assert "Running stage 'evaluate'" in rerun.stdout and "Running stage 'train@baseline'" not in rerun.stdout
+
+    done = run([sys.executable, "-m", "weldnet.report", "--base", "HEAD", "--out", "review/report.md"], repo)
+    assert "review/report.md" in done.stdout
+    report = (repo / "review/report.md").read_text(encoding="utf-8")
+    changed = report[report.index("### Params changed"):]
+    assert "evaluate.target_recall" in changed and "evaluate.bootstrap" in changed          # params diff
+    headline = report[report.index("### Per strategy"):report.index("### Params changed")]
+    for name in params["study"]:
+        assert f"| {name} |" in headline, name
+    assert "per_class_accuracy_ci_low" not in headline and "[" in headline               # intervals as [low, high]
+    assert "| strategy | per-class acc." in report                                        # metrics/summary.md
+    assert "| metrics/evaluate.json |" in report[report.index("<details>"):]            # the full metrics diff
+    images = [line[line.index("](") + 2:-1] for line in report.splitlines() if line.startswith("![")]
+    assert len(images) >= 5 and all((repo / "review" / image).is_file() for image in images)

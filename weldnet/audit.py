@@ -101,22 +101,30 @@ def flag_matrix(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_stats(flags: pd.DataFrame, rig: str) -> dict:
-    """Table 1 for one rig's photos: count per flag, flagless count, and flag co-occurrence.
+    """Table 1 for one rig's photos: photo count, count per flag, flagless count and share.
 
-    Co-occurrence lists every pair of flags the rig records in Table 1 (a pair key
-    is ``"A & B"`` in Table 1 order), so the keys do not change with the data.
+    The pair counts are a table, not metrics: :func:`flag_pairs`.
     """
     values = flags[list(FLAGS)].to_numpy(dtype=np.int64)
     n = len(values)
     flagless = int(np.sum(values.sum(axis=1) == 0))
     counts = {f: int(c) for f, c in zip(FLAGS, values.sum(axis=0))}
+    return {"n": n, "flagless": flagless, "flagless_share": round_metric(flagless / n if n else 0.0),
+            "flags": counts}
+
+
+def flag_pairs(flags: pd.DataFrame, rig: str) -> pd.DataFrame:
+    """Co-occurrence on one rig: photos carrying both flags, for every pair the rig records in Table 1.
+
+    Columns rig, flag_a, flag_b, photos; pairs in Table 1 order, so the rows do not
+    change with the data.
+    """
+    values = flags[list(FLAGS)].to_numpy(dtype=np.int64)
     both = values.T @ values
     column = RIGS.index(rig)
     recorded = [i for i, f in enumerate(FLAGS) if TABLE1[f][column] is not None]
-    pairs = {f"{FLAGS[i]} & {FLAGS[j]}": int(both[i, j])
-             for a, i in enumerate(recorded) for j in recorded[a + 1:]}
-    return {"n": n, "flagless": flagless, "flagless_share": round_metric(flagless / n if n else 0.0),
-            "flags": counts, "cooccurrence": pairs}
+    rows = [(rig, FLAGS[i], FLAGS[j], int(both[i, j])) for a, i in enumerate(recorded) for j in recorded[a + 1:]]
+    return pd.DataFrame(rows, columns=["rig", "flag_a", "flag_b", "photos"])
 
 
 # ---------------------------------------------------------------- intervals and the bound

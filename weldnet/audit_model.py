@@ -8,6 +8,7 @@ trained on the rig" in the cross-rig check.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from functools import partial
 
@@ -17,7 +18,8 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from weldnet.data import PhotoDataset, photo_loader
-from weldnet.pool import ordered_list
+from weldnet.pool import ordered_map
+from weldnet.progress import Progress
 from weldnet.training import train_one_epoch
 
 
@@ -231,10 +233,17 @@ def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, s
     _SHARED.update(data)
     # a transfer target need not be modelled itself (too few photos): only its images are shared
     _SHARED.update({name: (images, None) for name, images in (transfer_images or {}).items() if name not in data})
-    try:
-        results = ordered_list(partial(_fit_fold, settings=settings), jobs, workers, chunksize=1)
-    finally:
-        _SHARED.clear()
+    results = []
+    # progress in training photos (photos x epochs), counted as each fold's model is done
+    with Progress(sum(len(job.train) for job in jobs) * settings.epochs, "audit folds", unit="photo",
+                  stream=sys.stdout) as bar:
+        try:
+            for job, result in zip(jobs, ordered_map(partial(_fit_fold, settings=settings), jobs, workers,
+                                                     chunksize=1)):
+                results.append(result)
+                bar.update(len(job.train) * settings.epochs)
+        finally:
+            _SHARED.clear()
     out = {}
     for name, (images, targets) in data.items():
         probs = np.zeros(targets.shape, dtype=np.float64)

@@ -11,6 +11,7 @@ Tests and benchmarks build small exports without params.yaml::
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 from weldnet.config import DataError
@@ -18,6 +19,7 @@ from weldnet.flags import RIGS, format_flags
 from weldnet.params import Camera, GenerateSpec
 from weldnet.paths import remove_output
 from weldnet.pool import ordered_map
+from weldnet.progress import progress
 from weldnet.scene import render_scene
 from weldnet.synth import SCENE_STREAM, flag_names, photo_rng, rig_flag_model, sample_labels
 
@@ -70,7 +72,8 @@ def generate(spec: GenerateSpec, export: Path, truth: Path) -> None:
             label_rows.append([name, rig, "" if noisy[i] else format_flags(flags)])
             truth_rows.append([name, rig, format_flags(flags), int(noisy[i])])
 
-    for _ in ordered_map(_render_one, jobs, spec.workers, chunksize=8):
+    for _ in progress(ordered_map(_render_one, jobs, spec.workers, chunksize=8), desc="generate", unit="photo",
+                      total=len(jobs), stream=sys.stdout):
         pass
 
     write_csv(export / "labels.csv", ["image", "rig", "flags"], label_rows)

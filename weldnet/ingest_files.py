@@ -6,13 +6,15 @@ the disk side, in worker processes (weldnet.pool), in row order.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from weldnet.images import ImageRejected, PhotoInfo, inspect_photo
 from weldnet.ingest import Entry, Rejection
 from weldnet.paths import NotRegularFile, read_regular_file
-from weldnet.pool import ordered_list
+from weldnet.pool import ordered_map
+from weldnet.progress import progress
 
 
 def read_photo(root: str, image: str, max_pixels: int) -> PhotoInfo | Rejection:
@@ -42,7 +44,8 @@ def read_photos(root: Path, entries: Sequence[Entry], max_pixels: int,
                 workers: int) -> list[PhotoInfo | Rejection]:
     """read_photo for every entry, in order, spread over ``workers`` processes (weldnet.pool)."""
     tasks = [(str(root), entry.image, max_pixels) for entry in entries]
-    return ordered_list(_read_photo_task, tasks, workers, max_chunk=64)
+    return list(progress(ordered_map(_read_photo_task, tasks, workers, max_chunk=64), desc="ingest", unit="photo",
+                         total=len(tasks), stream=sys.stdout))
 
 
 def file_identities(root: Path, names: Iterable[str]) -> dict[str, tuple[int, int]]:

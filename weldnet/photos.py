@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from weldnet.config import DataError
 from weldnet.images import ImageRejected, load_resized, open_normalised
 from weldnet.paths import NotRegularFile, read_regular_file
 from weldnet.pool import ordered_map
+from weldnet.progress import Progress
 
 
 def _read_checked(path: str, sha256: str) -> bytes | str:
@@ -68,11 +70,14 @@ def resize_tasks(export: Path, rows: pd.DataFrame, size: int) -> list[tuple[str,
 
 
 def decode_resized(export: Path, rows: pd.DataFrame, size: int, workers: int,
-                   chunksize: int | None = None) -> Iterator[np.ndarray]:
-    """uint8 (size, size, 3) photos of the manifest rows, in order, lazily; DataError names a bad photo."""
+                   chunksize: int | None = None, bar: Progress | None = None) -> Iterator[np.ndarray]:
+    """uint8 (size, size, 3) photos of the manifest rows, in order, lazily; DataError names a bad photo.
+
+    ``bar`` counts each photo as it arrives from the workers (weldnet.progress).
+    """
     results = ordered_map(load_checked, resize_tasks(export, rows, size), workers, chunksize=chunksize,
                           max_chunk=16)
-    return _raise_on_reason(export, rows["image"], results)
+    return _raise_on_reason(export, rows["image"], results, bar)
 
 
 def sheet_thumbnails(export: Path, rows: pd.DataFrame, longest: int) -> list[np.ndarray]:
@@ -81,16 +86,25 @@ def sheet_thumbnails(export: Path, rows: pd.DataFrame, longest: int) -> list[np.
     return list(_raise_on_reason(export, rows["image"], results))
 
 
-def _raise_on_reason(export: Path, images: Iterable[str], results: Iterable[np.ndarray | str]) -> Iterator[np.ndarray]:
+def _raise_on_reason(export: Path, images: Iterable[str], results: Iterable[np.ndarray | str],
+                     bar: Progress | None = None) -> Iterator[np.ndarray]:
     for image, result in zip(images, results):
+        if bar is not None:
+            bar.update(1)
         if isinstance(result, str):
             raise DataError(f"{export / image}: {result}")
         yield result
 
 
-def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int) -> np.ndarray:
-    """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes."""
+def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int,
+                    desc: str | None = None) -> np.ndarray:
+    """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes.
+
+    With ``desc``, progress is shown under that name (on stdout, with the stage's other lines).
+    """
     if not len(rows):
         return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64)))
-
+    if desc is None:
+        return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64)))
+    with Progress(len(rows), desc, unit="photo", stream=sys.stdout) as bar:
+        return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64, bar=bar)))

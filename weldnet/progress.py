@@ -82,11 +82,11 @@ class Progress:
 
 
 def progress(items: Iterable[T], *, desc: str, unit: str = "item", total: int | None = None,
-             every: float = 10.0) -> Iterator[T]:
+             every: float = 10.0, stream: TextIO | None = None) -> Iterator[T]:
     """Yield ``items``, counting them with a :class:`Progress` (total: ``len(items)`` when it has one)."""
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with Progress(total, desc, unit, every) as bar:
+    with Progress(total, desc, unit, every, stream) as bar:
         for item in items:
             yield item
             bar.update(1)

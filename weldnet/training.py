@@ -7,6 +7,7 @@ end-of-epoch checkpoint replays exactly what an uninterrupted run would have don
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -212,7 +213,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Call
     def shifted(step_: int, key: str, value: float) -> None:
         record(step_ + step_offset, key, value)
 
-    with Progress(total_steps, f"{name} (seed {seed})", unit="step") as bar:
+    with Progress(total_steps, f"{name} (seed {seed})", unit="step", stream=sys.stdout) as bar:
         bar.update(step)
         for epoch in range(start_epoch, params.epochs):
             torch.manual_seed(epoch_seed(seed, epoch_offset + epoch))
