@@ -57,3 +57,13 @@ def test_train_stages_depend_on_their_resolved_configuration_not_on_params():
     assert "data/strategies/${item}.json" in train["deps"]
     assert not any(out.get("persist") for out in train["outs"] if isinstance(out, dict))
     assert not any("checkpoints" in str(out) for out in train["outs"])   # checkpoints would switch off the run-cache
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "train"])
+def test_training_stages_keep_the_run_cache(stage):
+    """DVC saves no run-cache entry for a stage with a persistent output, or with an uncached
+    output that is not a metric or a plot; training stages must have neither."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    spec = spec.get("do", spec)
+    options = [next(iter(out.values())) for out in spec["outs"] if isinstance(out, dict)]
+    assert not any(opt.get("persist") or opt.get("cache") is False for opt in options)
