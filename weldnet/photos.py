@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.lib.format import open_memmap
 
 from weldnet.config import DataError
 from weldnet.images import ImageRejected, load_resized, open_normalised
@@ -88,9 +89,18 @@ def _raise_on_reason(export: Path, images: Iterable[str], results: Iterable[np.n
         yield result
 
 
-def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int) -> np.ndarray:
-    """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes."""
-    if not len(rows):
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64)))
+def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int,
+                    spill: Path | None = None) -> np.ndarray:
+    """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes.
+
+    Each thumbnail goes straight into its place in one array: in RAM, or, with
+    ``spill`` (a file path), in a memory-mapped ``.npy`` file there, for exports
+    whose thumbnails do not fit in memory.
+    """
+    shape = (len(rows), size, size, 3)
+    out = np.empty(shape, dtype=np.uint8) if spill is None else open_memmap(spill, mode="w+", dtype=np.uint8,
+                                                                           shape=shape)
+    for k, image in enumerate(decode_resized(export, rows, size, workers, chunksize=64)):
+        out[k] = image
+    return out
 

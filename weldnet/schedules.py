@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from weldnet.data import PhotoDataset, build_loader
+from weldnet.distributed import current
 from weldnet.params import SamplingParams, ScheduleParams, TrainParams
 from weldnet.sampling import draw_generator
 from weldnet.selective import initial_set, selection_round
-from weldnet.training import FitResult, Logger, Prepare, fit, predict_features, predict_logits
+from weldnet.training import FP32, FitResult, Logger, Precision, Prepare, fit, predict_features, predict_logits
 from weldnet.transfer import retrain_output_layer
 
 # seeds the selective under-sampling draws apart from the training randomness
@@ -56,6 +57,8 @@ class Run:
     log: Logger
     make_loss: Callable[[list[int]], nn.Module]     # class counts of the rows trained on -> loss
     checkpoints: Checkpoints                        # phase name ('' for the only one) -> (save, load)
+    workers: int = 1                                # loader processes reading photos not held in memory
+    precision: Precision = FP32                     # mixed precision and memory layout (CUDA)
 
     def counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.train_y if rows is None else self.train_y[rows]
@@ -67,11 +70,21 @@ class Run:
         params = params or self.params
         dataset = self.train if rows is None else self.train.subset(rows)
         labels = self.train_y if rows is None else self.train_y[rows]
-        loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling)
+        group = current()
+        loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling,
+                              workers=self.workers, pin_memory=self.device.type == "cuda", rank=group.rank,
+                              world=group.world)
         save, load = self.checkpoints(phase)
         return fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
                    prepare=self.prepare, device=self.device, name=self.name, log=self.log,
-                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset)
+                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset,
+                   precision=self.precision)
+
+    def predict(self, model: nn.Module, rows: np.ndarray, embed: bool = False) -> np.ndarray:
+        """Logits (or, with ``embed``, output-layer features) of the training rows ``rows``, in order."""
+        forward = predict_features if embed else predict_logits
+        return forward(model, self.train.subset(rows), self.device, self.input_size, self.params.eval_batch_size,
+                       workers=self.workers, precision=self.precision)
 
 
 def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
@@ -89,17 +102,12 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
     rounds: list[dict] = [{"round": 0, "counts": run.counts(train), "set_aside": len(pool)}]
     round_params = replace(run.params, epochs=s.round_epochs)
 
-    def predict(rows: np.ndarray, embed: bool = False) -> np.ndarray:
-        forward = predict_features if embed else predict_logits
-        return forward(model, run.train.images[torch.from_numpy(rows)], run.device, run.input_size,
-                       run.params.eval_batch_size)
-
     number = 1
     while len(pool) and (s.max_rounds is None or number <= s.max_rounds):
         done = selection_round(train, pool, run.train_y, growth=s.growth, target_ratio=target,
                                rng=np.random.default_rng([run.seed, _SELECT_STREAM, number]),
-                               classify=lambda rows: predict(rows).argmax(axis=1),
-                               embed=lambda rows: predict(rows, embed=True))
+                               classify=lambda rows: run.predict(model, rows).argmax(axis=1),
+                               embed=lambda rows: run.predict(model, rows, embed=True))
         train, pool = done.train, done.pool
         rounds.append({"round": number, "arrived": done.arrived, "dropped_correct": done.dropped_correct,
                        "dropped_boundary": done.dropped_boundary, "dropped_random": done.dropped_random,
