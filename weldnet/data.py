@@ -36,7 +36,7 @@ from weldnet.pool import worker_count
 from weldnet.sampling import EpochSampler, RankBatches
 from weldnet.shards import ShardPhotos, read_index, shard_photos
 
-CHUNK = 256   # photos read (and resized) at a time when a cache is filled
+CHUNK = 64    # photos read (and resized) at a time when a cache is filled: a 64 x 256 px float copy is 50 MB
 
 
 class TensorPhotos:

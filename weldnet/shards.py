@@ -6,11 +6,13 @@ The k-th photo of a rig (in manifest order) is row ``k % shard_size`` of shard
 ``k // shard_size``. Shards are written by streaming into memory-mapped files
 and read with ``mmap_mode="r"``, so neither side holds the whole data set:
 :class:`ShardPhotos` reads the rows a batch needs, in any process (a DataLoader
-worker opens its own maps), keeping only a few shards mapped at a time so the
-pages it touched are not held (and counted in its RSS) for the whole run.
+worker opens its own maps), keeping only a few shards mapped at a time and
+releasing the pages each read touched, so a process's RSS holds the photos it
+copied, not the shards it read them from.
 """
 from __future__ import annotations
 
+import mmap
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -199,7 +201,9 @@ class ShardPhotos:
         codes, rows = self.codes[positions], self.rows[positions]
         order = np.lexsort((rows, codes))             # shard by shard, each front to back
         for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
-            out[group] = self._map(int(codes[group[0]]))[rows[group]]
+            shard = self._map(int(codes[group[0]]))
+            out[group] = shard[rows[group]]
+            _release(shard)
         return out
 
     def read_order(self) -> np.ndarray:
@@ -211,6 +215,13 @@ class ShardPhotos:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": OrderedDict()}
+
+
+def _release(shard: np.ndarray) -> None:
+    """Drop the shard's pages from this process (the page cache keeps them): its RSS holds what it copied, no more."""
+    mapping = getattr(shard, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def shard_photos(index: pd.DataFrame, shard_dir: Path, images: Sequence[str]) -> ShardPhotos:
