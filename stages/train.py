@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="model folder of this strategy")
     parser.add_argument("--live", required=True, type=Path, help="dvclive folder of this strategy")
     parser.add_argument("--checkpoints", required=True, type=Path, help="checkpoint folder (kept until done)")
+    parser.add_argument("--fits", type=Path, help="finished fits that other strategies may repeat (reused, not rerun)")
     args = parser.parse_args()
 
     config = read_config(args.config)
@@ -92,6 +93,8 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace, config: StrategyConfig) -> None:
+    import hashlib
+
     import numpy as np
     import torch
 
@@ -102,7 +105,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     from weldnet.live import DvcLiveLog
     from weldnet.losses import build_loss
     from weldnet.models import build_model
-    from weldnet.schedules import SCHEDULES, Run
+    from weldnet.schedules import SCHEDULES, FitMemo, Run
     from weldnet.shards import read_index
     from weldnet.training import (make_deterministic, precision_for, predict_logits, resolve_device, task_input,
                                   validation_scores)
@@ -144,8 +147,21 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         logits = predict_logits(model, val_set, device, model_params.input_size, train_params.eval_batch_size,
-                                workers=loader.workers, precision=precision)
+                                workers=loader.workers, precision=precision, memo=memo)
         return validation_scores(logits, val_y, class_names)
+
+    memo = None
+    if args.fits is not None and train_set.in_memory and val_set.in_memory and device.type == "cpu":
+        # a fit is decided by these, its own settings and its starting weights (weldnet.schedules.FitMemo)
+        photos = hashlib.sha256()
+        for data in (train_set, val_set):
+            photos.update(data.source.images.numpy().tobytes())
+            photos.update(data.targets.numpy().tobytes())
+        loss_params = getattr(config.losses, config.loss, None)
+        memo = FitMemo(args.fits, fingerprint(config.loss, None if loss_params is None else asdict(loss_params),
+                                              asdict(model_params), str(device), group.world, code,
+                                              photos.hexdigest(), class_names),
+                       write=group.main)
 
     summary = {}
     for seed in train_params.seeds:
@@ -163,7 +179,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                   make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses),
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
-                  workers=loader.workers, precision=precision)
+                  workers=loader.workers, precision=precision, memo=memo)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         if group.main:
             log.close()

@@ -263,3 +263,25 @@ def test_a_checkpoint_from_other_code_is_not_resumed(repo: Path):
         (repo / "params.yaml").write_text(original)
     assert "resuming from" not in again
     assert "written by another configuration; starting afresh" in again
+
+
+def test_exp_run_with_two_processes_per_node_trains_under_torchrun(repo: Path):
+    """`dvc exp run -S train.nproc_per_node=2` on a 2-core machine: pretrain and training run as 2 gloo processes."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    study = "study=[" + ",".join(TINY["study"]) + "]"
+    exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=2",
+               "-S", "study=[baseline,threshold,bayesian]"], repo)
+    try:
+        assert "Running stage 'pretrain'" in exp.stdout
+        assert trained(exp.stdout) == {"baseline", "bayesian"}          # threshold reuses baseline: unchanged
+        assert exp.stdout.count("2 processes under torchrun") == 3     # pretrain, baseline, bayesian (not the reuse)
+        for name in ("baseline", "bayesian"):
+            config = json.loads((repo / f"models/strategies/{name}/config.json").read_text())
+            assert config["world_size"] == 2 and len(config["seeds"]) == 2
+        assert json.loads((repo / "models/pretrain/config.json").read_text())["world_size"] == 2
+        evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+        assert set(evaluate) == {"baseline", "threshold", "bayesian"}
+        assert not any((repo / "checkpoints").glob("*/*.pt"))
+    finally:
+        back = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=1", "-S", study], repo)
+    assert trained(back.stdout) == set()                                # all back from the run-cache
