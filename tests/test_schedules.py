@@ -131,14 +131,14 @@ def test_a_fit_that_ran_before_is_reused_bit_for_bit(tmp_path, capsys):
     plain, plain_logs, plain_model = run_schedule("crt", ScheduleParams())
     memo = FitMemo(tmp_path / "fits", context="tiny")
     standard, _, _ = run_schedule("standard", ScheduleParams(), memo=memo)
-    assert len(list((tmp_path / "fits").glob("*.pt"))) == 1
+    assert len(list((tmp_path / "fits").glob("*.fit"))) == 1
     capsys.readouterr()
     reused, reused_logs, reused_model = run_schedule("crt", ScheduleParams(), memo=memo)
     assert "the same fit (settings, data and starting weights) ran before" in capsys.readouterr().out
     assert reused_logs == plain_logs and reused.best_epoch == plain.best_epoch
     for key in plain.state:
         assert torch.equal(plain.state[key], reused.state[key]), key
-    assert len(list((tmp_path / "fits").glob("*.pt"))) == 2        # the classifier phase is new: stored too
+    assert len(list((tmp_path / "fits").glob("*.fit"))) == 2        # the classifier phase is new: stored too
     # another context (other photos, loss or code) or other starting weights is another fit
     other = FitMemo(tmp_path / "fits", context="other photos")
     model = build_model(ModelParams(width=4, input_size=16), 2)

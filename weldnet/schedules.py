@@ -72,13 +72,15 @@ class FitMemo:
         return fingerprint(self.context, settings, state_digest(model))
 
     def load(self, key: str) -> dict | None:
-        path = self.folder / f"{key}.pt"
+        path = self.folder / f"{key}.fit"
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            done = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged entry is a miss, never an error
             return None
+        os.utime(path)                                 # a fit used again is kept longer
+        return done
 
     def save(self, key: str, result: FitResult, final: dict[str, torch.Tensor]) -> None:
         if not self.write:
@@ -92,8 +94,8 @@ class FitMemo:
         if tmp.stat().st_size > self.limit:
             tmp.unlink()
             return
-        os.replace(tmp, self.folder / f"{key}.pt")
-        kept = sorted(self.folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        os.replace(tmp, self.folder / f"{key}.fit")
+        kept = sorted(self.folder.glob("*.fit"), key=lambda p: p.stat().st_mtime, reverse=True)
         total = 0
         for path in kept:
             total += path.stat().st_size
