@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="data/audit")
     parser.add_argument("--plots", type=Path, required=True, help="plots/audit")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="weldnet-audit-") as scratch:
+        run_audit(args, Path(scratch))
 
+
+def run_audit(args: argparse.Namespace, scratch: Path) -> None:
     params = load_checked_params()
     cfg, tasks = params.audit, params.tasks
     manifest = read_manifest(args.manifest)
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
             remove_output(old, within=folder)
 
+    # thumbnails stay in RAM while they fit loader.cache_mb, else in a memory-mapped file (same numbers)
+    in_ram = len(manifest) * cfg.thumb_size ** 2 * 3 <= params.loader.cache_mb * 2**20
     stats, pairs, samples, rows_by_rig, flags_by_rig, thumbs_by_rig = {}, [], {}, {}, {}, {}
     for r, rig in enumerate(RIGS):
         rows = rows_by_rig[rig] = manifest[manifest["rig"] == rig].reset_index(drop=True)
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         flagless = rows.loc[flags.sum(axis=1).to_numpy() == 0, "image"].tolist()
         samples[rig] = draw_review_sample(flagless, cfg.review_size, np.random.default_rng([cfg.seed, r]))
         thumbs_by_rig[rig] = load_thumbnails(args.export, rows, cfg.thumb_size, cfg.workers,
+                                             None if in_ram else scratch / f"{rig}.npy",
                                              desc=f"audit thumbnails {rig}")
     write_review_sheets(args.export, manifest, samples, cfg.sheet_thumb, args.out, args.plots)
     loaded = time.time()

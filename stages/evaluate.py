@@ -25,14 +25,15 @@ import torch
 
 from weldnet.class_stats import priors as class_priors
 from weldnet.config import DataError, build, run_stage
-from weldnet.data import load_split_images, read_split
+from weldnet.data import PhotoCache, PhotoDataset, host_size, read_split, split_dataset
 from weldnet.decisions import apply_decision
 from weldnet.evaluation import (aggregate, automation_curve, automation_scores, automation_table, by_seed,
                                 confusion_counts, confusion_table, score, summary_table)
 from weldnet.metrics import bootstrap_interval, per_class_accuracy
 from weldnet.models import build_model
 from weldnet.params import ModelParams, load_checked_params
-from weldnet.training import predict_logits, resolve_device
+from weldnet.shards import read_index
+from weldnet.training import precision_for, predict_logits, resolve_device
 
 
 def main() -> None:
@@ -50,17 +51,20 @@ def main() -> None:
     study, spec = params.study, params.evaluate
     decision_params = spec.decisions
     device = resolve_device(params.device)
+    loader = params.loader     # how photos are read: never changes a result, so not a dep
 
     split = read_split(args.split)
     test_images = split.loc[split["split"] == "test", "image"].to_numpy()
     val_y = split.loc[split["split"] == "val", "label"].to_numpy()
     test_y = split.loc[split["split"] == "test", "label"].to_numpy()
-    images: dict[tuple[str, int], tuple[torch.Tensor, np.ndarray]] = {}
+    images: dict[tuple[str, int], tuple[PhotoDataset, np.ndarray]] = {}
+    index = read_index(args.shards / "index.csv")
+    cache = PhotoCache(loader.cache_mb, device, loader.workers)
     logits_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
-    def data(part: str, size: int) -> tuple[torch.Tensor, np.ndarray]:
+    def data(part: str, size: int) -> tuple[PhotoDataset, np.ndarray]:
         if (part, size) not in images:
-            images[(part, size)] = load_split_images(split, args.shards, part, size)
+            images[(part, size)] = split_dataset(split, index, args.shards, part, host_size(device, size), cache)
         return images[(part, size)]
 
     def read_config(name: str) -> dict:
@@ -77,8 +81,10 @@ def main() -> None:
             model.load_state_dict(state)
             model.to(device)
             size = model_params.input_size
+            precision = precision_for(device, model_params.mixed_precision)
             logits_cache[(name, seed_name)] = tuple(
-                predict_logits(model, data(part, size)[0], device, size).astype(np.float64)
+                predict_logits(model, data(part, size)[0], device, size, workers=loader.workers,
+                               precision=precision).astype(np.float64)
                 for part in ("val", "test"))
         return logits_cache[(name, seed_name)]
 

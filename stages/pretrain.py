@@ -7,31 +7,24 @@ are left out first, so ``dvc exp run -S audit.drop_suspects=true`` measures what
 label cleaning does to transfer. It runs the same training loop as the train
 stages (weldnet.training.fit), with its own optimiser settings (``pretrain``),
 checkpoints after every epoch and resumes after an interruption.
+
+The Redbox photos are read from the shards; they stay in memory (RAM, or GPU
+memory on CUDA) while they fit ``loader.cache_mb``. With ``train.nproc_per_node``
+> 1 the stage starts itself again under torchrun, as the train stages do.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-from weldnet.checkpoints import checkpoint_io, code_digest
-from weldnet.digests import file_digest, fingerprint
 from weldnet.config import DataError, run_stage
-from weldnet.data import PhotoDataset, build_loader
-from weldnet.live import DvcLiveLog
-from weldnet.manifest import read_manifest
-from weldnet.models import build_model, resize_uint8
-from weldnet.params import SamplingParams, load_checked_params
+from weldnet.distributed import relaunch
+from weldnet.params import Params, load_checked_params
 from weldnet.paths import remove_output
-from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
-from weldnet.shards import load_images, read_index
-from weldnet.training import fit, make_deterministic, predict_logits, resolve_device, task_input
 
 MEAN_BALANCED = "val/mean_balanced_accuracy"
 
@@ -47,9 +40,34 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_checked_params()
-    spec, model_params = params.pretrain, params.model
-    device = resolve_device(params.device)
+    relaunch(params.train.nproc_per_node, "stages.pretrain", sys.argv[1:])
+    pretrain(args, params)
+
+
+def pretrain(args: argparse.Namespace, params: Params) -> None:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch import nn
+
+    from weldnet.checkpoints import checkpoint_io, code_digest
+    from weldnet.data import PhotoCache, PhotoDataset, ResizedShards, build_loader, host_size
+    from weldnet.digests import file_digest, fingerprint
+    from weldnet.distributed import start, stop
+    from weldnet.live import DvcLiveLog
+    from weldnet.manifest import read_manifest
+    from weldnet.models import build_model
+    from weldnet.params import SamplingParams
+    from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
+    from weldnet.shards import read_index, shard_photos
+    from weldnet.training import fit, make_deterministic, precision_for, predict_logits, resolve_device, task_input
+
+    spec, model_params, loader_params = params.pretrain, params.model, params.loader
+    group, device = start(resolve_device(params.device))
+    if not group.main:                       # one voice: rank 0 prints, every rank still reports errors
+        sys.stdout = open(os.devnull, "w")
     make_deterministic(device)
+    precision = precision_for(device, model_params.mixed_precision)
 
     manifest = read_manifest(args.manifest)
     redbox = manifest[manifest["rig"] == "redbox"].reset_index(drop=True)
@@ -67,38 +85,48 @@ def main() -> None:
     val_rows, train_rows = validation_rows(len(redbox), spec.val_share, np.random.default_rng(spec.seed))
     targets = redbox[flags].to_numpy(dtype=np.float32)
     index = read_index(args.shards / "index.csv")
-    images = resize_uint8(torch.from_numpy(load_images(index, args.shards, redbox["image"].tolist())),
-                          model_params.input_size)
-    print(f"pretrain on {len(train_rows)} Redbox photos ({dropped} suspects dropped), {len(flags)} flags")
+    photos = ResizedShards(shard_photos(index, args.shards, redbox["image"].tolist()),
+                           host_size(device, model_params.input_size))
+    cache = PhotoCache(loader_params.cache_mb, device, loader_params.workers)
+    photos = PhotoDataset(cache.hold(photos, "Redbox photos"), torch.from_numpy(targets))
+    print(f"pretrain on {len(train_rows)} Redbox photos ({dropped} suspects dropped), {len(flags)} flags"
+          + (f", {group.world} processes" if group.world > 1 else ""))
+    val = photos.subset(val_rows)
 
     def validate(model: nn.Module) -> dict[str, float]:
-        logits = predict_logits(model, images[val_rows], device, model_params.input_size, spec.eval_batch_size)
+        logits = predict_logits(model, val, device, model_params.input_size, spec.eval_batch_size,
+                                workers=loader_params.workers, precision=precision)
         balanced = balanced_accuracy_per_flag(logits, targets[val_rows])
         return {MEAN_BALANCED: float(np.nanmean(balanced)),
                 **{f"val/balanced_accuracy/{flag}": float(b) for flag, b in zip(flags, balanced)}}
 
     torch.manual_seed(spec.seed)
     model = build_model(model_params, len(flags))
-    train = PhotoDataset(images[train_rows], torch.from_numpy(targets[train_rows]))
-    loader = build_loader(train, np.zeros(len(train_rows), dtype=np.int64), spec.batch_size, "none", spec.seed,
-                          SamplingParams())
+    loader = build_loader(photos.subset(train_rows), np.zeros(len(train_rows), dtype=np.int64), spec.batch_size,
+                          "none", spec.seed, SamplingParams(), workers=loader_params.workers,
+                          pin_memory=device.type == "cuda", rank=group.rank, world=group.world)
     run_fingerprint = fingerprint(asdict(spec), asdict(model_params), flags, dropped,
-                                  file_digest(args.manifest), code_digest(Path(__file__)))
+                                  file_digest(args.manifest), code_digest(Path(__file__)),
+                                  *([group.world] if group.world > 1 else []))
     save, load = checkpoint_io(args.checkpoints / "pretrain.pt", run_fingerprint)
-    log = DvcLiveLog(args.live)
+    log = DvcLiveLog(args.live) if group.main else (lambda *_: None)
     result = fit(model, nn.BCEWithLogitsLoss(), loader, validate, params=spec, seed=spec.seed,
                  prepare=task_input(model_params.input_size, spec.flip), device=device, name="pretrain", log=log,
-                 rank=lambda scores: (scores[MEAN_BALANCED],), save_checkpoint=save, checkpoint=load())
-    log.close()
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(result.state, args.out / "redbox.pt")
-    report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped, "model": asdict(model_params),
-              "epoch": result.best_epoch,
-              "val_balanced_accuracy": {f: result.scores[f"val/balanced_accuracy/{f}"] for f in flags}}
-    (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
-    remove_output(args.checkpoints)
+                 rank=lambda scores: (scores[MEAN_BALANCED],), save_checkpoint=save, checkpoint=load(),
+                 precision=precision)
+    if group.main:
+        log.close()
+        args.out.mkdir(parents=True, exist_ok=True)
+        torch.save(result.state, args.out / "redbox.pt")
+        report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped, "model": asdict(model_params),
+                  "epoch": result.best_epoch,
+                  "val_balanced_accuracy": {f: result.scores[f"val/balanced_accuracy/{f}"] for f in flags}}
+        if group.world > 1:
+            report["world_size"] = group.world
+        (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
+        remove_output(args.checkpoints)
     print(f"validation balanced accuracy, mean over flags: {result.scores[MEAN_BALANCED]:.3f}")
+    stop()
 
 
 if __name__ == "__main__":

@@ -3,38 +3,33 @@
     python -m stages.train --config data/strategies/<s>.json --split data/split.csv --shards data/processed \\
         --out models/<s> --live dvclive/<s> --checkpoints checkpoints/<s>
 
-Reads only the strategy's resolved configuration (written by the configure stage),
-never params.yaml, so it re-runs exactly when that strategy's configuration, the
-split, the photos or the training code change. Writes, per seed, the selected
+Reads the strategy's resolved configuration (written by the configure stage) and
+no param that changes a result, so it re-runs exactly when that strategy's
+configuration, the split, the photos or the training code change. Writes, per seed, the selected
 weights (best validation per-class accuracy, or the last epoch) and the resolved
 configuration next to them; dvclive logs the training loss every step and the
 validation scores every epoch. A checkpoint is saved after each epoch under
 --checkpoints (not a DVC output) and resumed from when the same configuration is
 run again after an interruption; the stage removes it once the strategy has trained.
+
+From params.yaml it reads only ``loader`` (how photos are read, which never
+changes a result). With ``train.nproc_per_node`` > 1 it starts itself again under
+torchrun (weldnet.distributed); then rank 0 alone writes. A strategy that reuses
+another's model does not import torch at all.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from weldnet.checkpoints import checkpoint_io, code_digest
-from weldnet.digests import file_digest, fingerprint
 from weldnet.config import DataError, build, run_stage
-from weldnet.data import PhotoDataset, class_names as split_class_names, load_split_images, read_split
-from weldnet.live import DvcLiveLog
-from weldnet.losses import build_loss
-from weldnet.models import build_model
-from weldnet.params import StrategyConfig
+from weldnet.distributed import relaunch
+from weldnet.params import StrategyConfig, load_checked_params
 from weldnet.paths import remove_output
-from weldnet.schedules import SCHEDULES, Run
-from weldnet.training import (make_deterministic, predict_logits, resolve_device, task_input,
-                              validation_scores)
-from weldnet.transfer import initialise, load_imagenet_alexnet
 
 
 def read_config(path: Path) -> StrategyConfig:
@@ -59,8 +54,13 @@ def write_reuse(out: Path, live: Path, config: StrategyConfig) -> None:
     print(f"strategy {config.name}: no training; evaluate applies '{strategy.decision}' to {strategy.reuse}'s model")
 
 
-def pretrained_state(config: StrategyConfig) -> dict[str, torch.Tensor] | None:
+def pretrained_state(config: StrategyConfig):
     """The weights the strategy starts from, checked against the digest its configuration names."""
+    import torch
+
+    from weldnet.digests import file_digest
+    from weldnet.transfer import load_imagenet_alexnet
+
     if config.strategy.init == "scratch":
         return None
     if config.strategy.init == "imagenet":
@@ -81,39 +81,87 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="model folder of this strategy")
     parser.add_argument("--live", required=True, type=Path, help="dvclive folder of this strategy")
     parser.add_argument("--checkpoints", required=True, type=Path, help="checkpoint folder (kept until done)")
+    parser.add_argument("--fits", type=Path, help="finished fits that other strategies may repeat (reused, not rerun)")
     args = parser.parse_args()
 
     config = read_config(args.config)
-    strategy = config.strategy
-    if strategy.reuse is not None:
+    if config.strategy.reuse is not None:    # torch is not even imported: nothing to train
         write_reuse(args.out, args.live, config)
         return
+    relaunch(config.train.nproc_per_node, "stages.train", sys.argv[1:])
+    train(args, config)
+
+
+def train(args: argparse.Namespace, config: StrategyConfig) -> None:
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from weldnet.checkpoints import checkpoint_io, code_digest
+    from weldnet.data import PhotoCache, class_names as split_class_names, host_size, read_split, split_dataset
+    from weldnet.digests import file_digest, fingerprint
+    from weldnet.distributed import start, stop
+    from weldnet.live import DvcLiveLog
+    from weldnet.losses import build_loss
+    from weldnet.models import build_model
+    from weldnet.schedules import SCHEDULES, FitMemo, Run
+    from weldnet.shards import read_index
+    from weldnet.training import (make_deterministic, precision_for, predict_logits, resolve_device, task_input,
+                                  validation_scores)
+    from weldnet.transfer import initialise
+
+    strategy = config.strategy
+    loader = load_checked_params().loader    # how photos are read: never changes a result, so not a dep
     model_params, train_params = config.model, config.train
-    device = resolve_device(config.device)
+    group, device = start(resolve_device(config.device))
+    if not group.main:                       # one voice: rank 0 prints, every rank still reports errors
+        sys.stdout = open(os.devnull, "w")
     make_deterministic(device)
+    precision = precision_for(device, model_params.mixed_precision)
 
     split = read_split(args.split)
     class_names = split_class_names(split)
-    train_x, train_y = load_split_images(split, args.shards, "train", model_params.input_size)
-    val_x, val_y = load_split_images(split, args.shards, "val", model_params.input_size)
+    index = read_index(args.shards / "index.csv")
+    cache = PhotoCache(loader.cache_mb, device, loader.workers)
+    size = host_size(device, model_params.input_size)
+    train_set, train_y = split_dataset(split, index, args.shards, "train", size, cache)
+    val_set, val_y = split_dataset(split, index, args.shards, "val", size, cache)
     counts = np.bincount(train_y, minlength=len(class_names)).tolist()
     print(f"strategy {config.name}: loss {config.loss}, sampler {strategy.sampler}, schedule {strategy.schedule}, "
-          f"{model_params.arch} at {model_params.input_size}px on {device}; "
-          f"train counts {dict(zip(class_names, counts))}")
+        f"{model_params.arch} at {model_params.input_size}px on {device}"
+        + (f" ({group.world} processes)" if group.world > 1 else "")
+        + f"; train counts {dict(zip(class_names, counts))}")
 
     record = asdict(config)
     record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
               **record, "classes": class_names, "train_counts": counts, "device": str(device)}
+    if group.world > 1:
+        record["world_size"] = group.world
     code = code_digest(Path(__file__))
     data_digest = file_digest(args.split)
     source = pretrained_state(config)
-    remove_output(args.out)
-    args.out.mkdir(parents=True)
-    train = PhotoDataset(train_x, torch.as_tensor(train_y, dtype=torch.long))
+    if group.main:
+        remove_output(args.out)
+        args.out.mkdir(parents=True)
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
-        logits = predict_logits(model, val_x, device, model_params.input_size, train_params.eval_batch_size)
+        logits = predict_logits(model, val_set, device, model_params.input_size, train_params.eval_batch_size,
+                                workers=loader.workers, precision=precision)
         return validation_scores(logits, val_y, class_names)
+
+    memo = None
+    if args.fits is not None and train_set.in_memory and val_set.in_memory and device.type == "cpu":
+        # a fit is decided by these, its own settings and its starting weights (weldnet.schedules.FitMemo)
+        photos = hashlib.sha256()
+        for data in (train_set, val_set):
+            photos.update(data.source.images.numpy().tobytes())
+            photos.update(data.targets.numpy().tobytes())
+        loss_params = getattr(config.losses, config.loss, None)
+        memo = FitMemo(args.fits, fingerprint(config.loss, None if loss_params is None else asdict(loss_params),
+                                              asdict(model_params), str(device), group.world, code,
+                                              photos.hexdigest(), class_names),
+                       write=group.main)
 
     summary = {}
     for seed in train_params.seeds:
@@ -121,24 +169,29 @@ def main() -> None:
         model = build_model(model_params, len(class_names))
         if source is not None:
             print("  " + initialise(model, strategy, source))
-        run_fingerprint = fingerprint(asdict(config), seed, data_digest, code)
-        log = DvcLiveLog(args.live / f"seed-{seed}")
-        run = Run(train, train_y, validate, params=train_params, sampler=strategy.sampler, sampling=config.sampling,
-                  seed=seed, prepare=task_input(model_params.input_size, train_params.flip),
+        run_fingerprint = fingerprint(asdict(config), seed, data_digest, code,
+                                      *([group.world] if group.world > 1 else []))
+        log = DvcLiveLog(args.live / f"seed-{seed}") if group.main else (lambda *_: None)
+        run = Run(train_set, train_y, validate, params=train_params, sampler=strategy.sampler,
+                  sampling=config.sampling, seed=seed, prepare=task_input(model_params.input_size, train_params.flip),
                   input_size=model_params.input_size, class_names=class_names, device=device,
                   name=config.name, log=log,
                   make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses),
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
-                      args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint))
+                      args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
+                  workers=loader.workers, precision=precision, memo=memo)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
-        log.close()
-        seed_dir = args.out / f"seed-{seed}"
-        seed_dir.mkdir()
-        torch.save(result.state, seed_dir / "model.pt")
+        if group.main:
+            log.close()
+            seed_dir = args.out / f"seed-{seed}"
+            seed_dir.mkdir()
+            torch.save(result.state, seed_dir / "model.pt")
         summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
-    (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
-    remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
+    if group.main:
+        (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
+        remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
+    stop()
 
 
 if __name__ == "__main__":

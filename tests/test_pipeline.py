@@ -110,8 +110,9 @@ READ_ONLY_SOMETIMES = {
 def test_each_stage_depends_on_exactly_the_params_it_reads(repo: Path):
     """Every key a stage read during dvc repro is among its dvc.yaml params, and every one listed was read.
 
-    ``workers`` params are the exception: they set how many processes share the work,
-    and every stage writes the same bytes for any number, so they re-run nothing.
+    ``workers`` params and the ``loader`` section are the exception: they set how many
+    processes share the work and how photos are read (cached or from the shards), and
+    every stage writes the same bytes for any value (tests/test_data.py), so they re-run nothing.
     """
     run([sys.executable, "-m", "dvc", "repro"], repo)
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
@@ -128,7 +129,7 @@ def test_each_stage_depends_on_exactly_the_params_it_reads(repo: Path):
     for module, keys in reads.items():
         listed = declared[module]
         unlisted = {k for k in keys if not any(k == d or k.startswith(d + ".") for d in listed)
-                    and not k.endswith(".workers")}
+                    and not k.endswith(".workers") and not k.startswith("loader.")}
         unread = {d for d in listed if not any(k == d or k.startswith(d + ".") or d.startswith(k + ".") for k in keys)
                   and d not in READ_ONLY_SOMETIMES}
         assert not unlisted, f"{module} reads {sorted(unlisted)} but dvc.yaml does not list them"
@@ -368,3 +369,25 @@ def test_report_compares_the_workspace_with_a_base_revision(repo: Path):
     assert "| metrics/evaluate.json |" in report[report.index("<details>"):]            # the full metrics diff
     images = [line[line.index("](") + 2:-1] for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 5 and all((repo / "review" / image).is_file() for image in images)
+
+
+def test_exp_run_with_two_processes_per_node_trains_under_torchrun(repo: Path):
+    """`dvc exp run -S train.nproc_per_node=2` on a 2-core machine: pretrain and training run as 2 gloo processes."""
+    run([sys.executable, "-m", "dvc", "repro"], repo)
+    study = "study=[" + ",".join(TINY["study"]) + "]"
+    exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=2",
+               "-S", "study=[baseline,threshold,bayesian]"], repo)
+    try:
+        assert "Running stage 'pretrain'" in exp.stdout
+        assert trained(exp.stdout) == {"baseline", "bayesian"}          # threshold reuses baseline: unchanged
+        assert exp.stdout.count("2 processes under torchrun") == 3     # pretrain, baseline, bayesian (not the reuse)
+        for name in ("baseline", "bayesian"):
+            config = json.loads((repo / f"models/strategies/{name}/config.json").read_text())
+            assert config["world_size"] == 2 and len(config["seeds"]) == 2
+        assert json.loads((repo / "models/pretrain/config.json").read_text())["world_size"] == 2
+        evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+        assert set(evaluate) == {"baseline", "threshold", "bayesian"}
+        assert not any((repo / "checkpoints").glob("*/*.pt"))
+    finally:
+        back = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=1", "-S", study], repo)
+    assert trained(back.stdout) == set()                                # all back from the run-cache

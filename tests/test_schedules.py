@@ -31,7 +31,8 @@ def tiny_data():
     return torch.from_numpy(x), y
 
 
-def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None):
+def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None,
+                 memo=None):
     """Train one seed with schedule ``name``; checkpoints go to ``store`` (a dict), the log to a list."""
     x, y = tiny_data()
     torch.manual_seed(0)
@@ -55,7 +56,8 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
               params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
               sampling=SamplingParams(target_ratio=0.6), seed=0, prepare=task_input(16, True), input_size=16,
               class_names=["a", "b"], device=cpu, name=name, log=log,
-              make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints)
+              make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints,
+              memo=memo)
     return SCHEDULES[name](model, run, spec), logs, model
 
 
@@ -120,3 +122,28 @@ def test_strategy_schedule_checks():
         build(Strategy, {"schedule": "crt", "reuse": "baseline"}, "strategies.x")
     with pytest.raises(ParamError, match="schedules.crt.sampler"):
         build(ScheduleParams, {"crt": {"sampler": "uniform"}}, "schedules")
+
+
+def test_a_fit_that_ran_before_is_reused_bit_for_bit(tmp_path, capsys):
+    """crt's first phase is the standard run: with the standard run's fit stored, crt reuses it and ends the same."""
+    from weldnet.schedules import FitMemo
+
+    plain, plain_logs, plain_model = run_schedule("crt", ScheduleParams())
+    memo = FitMemo(tmp_path / "fits", context="tiny")
+    standard, _, _ = run_schedule("standard", ScheduleParams(), memo=memo)
+    assert len(list((tmp_path / "fits").glob("*.fit"))) == 1
+    capsys.readouterr()
+    reused, reused_logs, reused_model = run_schedule("crt", ScheduleParams(), memo=memo)
+    assert "the same fit (settings, data and starting weights) ran before" in capsys.readouterr().out
+    assert reused_logs == plain_logs and reused.best_epoch == plain.best_epoch
+    for key in plain.state:
+        assert torch.equal(plain.state[key], reused.state[key]), key
+    assert len(list((tmp_path / "fits").glob("*.fit"))) == 2        # the classifier phase is new: stored too
+    # another context (other photos, loss or code) or other starting weights is another fit
+    other = FitMemo(tmp_path / "fits", context="other photos")
+    model = build_model(ModelParams(width=4, input_size=16), 2)
+    assert other.key(model, seed=0) != memo.key(model, seed=0)
+    frozen = build_model(ModelParams(width=4, input_size=16), 2)
+    frozen.load_state_dict(model.state_dict())
+    next(frozen.parameters()).requires_grad_(False)
+    assert memo.key(frozen, seed=0) != memo.key(model, seed=0)

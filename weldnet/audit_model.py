@@ -100,8 +100,12 @@ def audit_input(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return _augment(centred(images), generator).contiguous(memory_format=CHANNELS_LAST)
 
 
-def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSettings, seed: int) -> nn.Module:
+def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSettings, seed: int,
+                   rows: np.ndarray | None = None) -> nn.Module:
     """Train a tiny CNN with binary cross-entropy on 0/1 flag targets (n, F), with the shared training loop.
+
+    ``rows`` (default: all) are the photos trained on: the loader reads them from
+    ``images`` (in RAM or memory-mapped) a batch at a time, without a copy of the set.
 
     Augmentation: random flips of either axis and transposition (a weld photo has no
     preferred orientation). AdamW with a one-cycle schedule: the learning rate rises
@@ -111,6 +115,8 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data = PhotoDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(targets.astype(np.float32)))
+    if rows is not None:
+        data = data.subset(rows)
     model = tiny_cnn(targets.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
@@ -156,15 +162,21 @@ def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, batch_size: int = 256) -> np.ndarray:
+def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, batch_size: int = 256,
+                  rows: np.ndarray | None = None) -> np.ndarray:
     """Sigmoid flag probabilities, shape (n, F), averaged over ``models`` and ``views`` flips/transpositions
-    of each photo (test-time augmentation: smoother, better ranked probabilities)."""
-    total = np.zeros((len(images), 0))
-    for start in range(0, len(images), batch_size):
-        x = to_tensor(images[start:start + batch_size])
+    of each photo (test-time augmentation: smoother, better ranked probabilities).
+
+    ``rows`` (default: all) picks the photos of ``images`` to predict, read a batch at a time."""
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+    total = np.zeros((len(rows), 0))
+    for start in range(0, len(rows), batch_size):
+        x = to_tensor(images[rows[start:start + batch_size]])
         out = sum(torch.sigmoid(model.eval()(_dihedral(x, v).contiguous(memory_format=CHANNELS_LAST)))
-                  for model in models for v in range(views))
-        total = out.numpy() if start == 0 else np.concatenate([total, out.numpy()])
+                  for model in models for v in range(views)).numpy()
+        if start == 0:
+            total = np.empty((len(rows), out.shape[1]), dtype=out.dtype)
+        total[start:start + len(out)] = out
     return total.astype(np.float64) / (len(models) * views)
 
 
@@ -204,8 +216,8 @@ def _fit_fold(job: _FoldJob, settings: FitSettings) -> tuple[np.ndarray, np.ndar
     torch.set_num_threads(1)
     try:
         images, targets = _SHARED[job.name]
-        model = fit_flag_model(images[job.train], targets[job.train], settings, job.seed)
-        held = predict_flags([model], images[job.held])
+        model = fit_flag_model(images, targets, settings, job.seed, rows=job.train)
+        held = predict_flags([model], images, rows=job.held)
         transfer = None if job.transfer_to is None else predict_flags([model], _SHARED[job.transfer_to][0], views=2)
         return held, transfer
     finally:

@@ -24,6 +24,7 @@ from torch import nn
 
 from weldnet import class_stats
 from weldnet.config import check_choice
+from weldnet.distributed import global_sum, world_size
 from weldnet.params import LOSS_NAMES, LossParams
 
 
@@ -65,12 +66,22 @@ class BayesianCrossEntropy(ClassCountLoss):
     the per-class mean cross entropies summed over the classes present, over K. A class
     absent from the batch has no term; its prior is never looked up, so neither the
     value nor the gradient divides by zero.
+
+    Under torch.distributed the mini-batch is the GLOBAL batch, which the ranks
+    share: ``n_c`` is the all-reduced class count of every rank's part, so the prior
+    is the one a single process would compute. Like every loss here, the value is
+    then a mean over this rank's ``m`` photos, ``(n / m) * (1/K) sum_{i on this rank}
+    CE_i / n_{c_i}``, so that the ranks' values weighted by ``m / n`` (what the trainer
+    does) sum to equation 17 over the global batch.
     """
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self._check(logits)
         ce = F.cross_entropy(logits, target, reduction="none")
         in_batch = torch.bincount(target, minlength=self.num_classes).to(ce.dtype)
+        if world_size() > 1:
+            counts = global_sum(in_batch)
+            return (ce / counts[target]).sum() / self.num_classes * (counts.sum() / len(target))
         # log f / (n_c / n) summed and divided by K n  ==  sum log f / n_c over K
         return (ce / in_batch[target]).sum() / self.num_classes
 

@@ -107,10 +107,10 @@ def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
-    """uint8 NHWC images resized (antialiased) to NHWC uint8 at ``size``, in chunks to bound memory."""
+    """uint8 NHWC images resized (antialiased) to NHWC uint8 at ``size``, on their device, in chunks to bound memory."""
     if images.shape[1] == size and images.shape[2] == size:
         return images.contiguous()
-    out = torch.empty((images.shape[0], size, size, 3), dtype=torch.uint8)
+    out = torch.empty((images.shape[0], size, size, 3), dtype=torch.uint8, device=images.device)
     for start in range(0, images.shape[0], chunk):
         x = images[start:start + chunk].permute(0, 3, 1, 2).float()
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -264,6 +264,7 @@ class ModelParams:
     width: int = 16
     dropout: float = 0.3
     head: str = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
+    mixed_precision: bool = True   # CUDA only: bf16/fp16 autocast and channels-last memory; the CPU computes in fp32
 
     def validate(self, where: str) -> None:
         check_choice(self.arch, ARCH_NAMES, f"{where}.arch")
@@ -304,9 +305,11 @@ class TrainParams(OptimParams):
     """The ``train`` section: the shared loop's settings, and the seeds every strategy runs."""
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])
+    nproc_per_node: int = 1          # processes training each model (torchrun; one per GPU on CUDA)
 
     def validate(self, where: str) -> None:
         super().validate(where)
+        check_range(self.nproc_per_node, f"{where}.nproc_per_node", 1, 1024)
         if not self.seeds:
             raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):
@@ -471,6 +474,23 @@ class Strategy:
             raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")
 
 
+# ------------------------------------------------------------------ how photos are read
+@dataclass(frozen=True)
+class LoaderParams:
+    """The ``loader`` section: how training, pretraining, evaluation and the audit read photos.
+
+    Results never depend on it (tests/test_data.py), so no stage lists it in dvc.yaml:
+    changing it re-runs nothing.
+    """
+
+    workers: int = 2           # processes reading photos not held in memory (1: the training process itself)
+    cache_mb: int = 3072       # photos kept where the model runs (RAM, or GPU memory on CUDA) while they fit
+
+    def validate(self, where: str) -> None:
+        check_workers(self.workers, f"{where}.workers")
+        check_range(self.cache_mb, f"{where}.cache_mb", 0)
+
+
 # ------------------------------------------------------------------ evaluate
 TAU_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 
@@ -545,6 +565,7 @@ class Params:
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     triage: TriageParams = field(default_factory=TriageParams)
+    loader: LoaderParams = field(default_factory=LoaderParams)
 
     def validate(self, where: str) -> None:
         if not self.tasks:

@@ -8,6 +8,7 @@ worker processes (weldnet.pool), in manifest order.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.lib.format import open_memmap
 
 from weldnet.config import DataError
 from weldnet.images import ImageRejected, load_resized, open_normalised
@@ -97,14 +99,20 @@ def _raise_on_reason(export: Path, images: Iterable[str], results: Iterable[np.n
 
 
 def load_thumbnails(export: Path, rows: pd.DataFrame, size: int, workers: int,
-                    desc: str | None = None) -> np.ndarray:
+                    spill: Path | None = None, desc: str | None = None) -> np.ndarray:
     """uint8 (n, size, size, 3) thumbnails of the manifest rows, decoded in ``workers`` processes.
 
-    With ``desc``, progress is shown under that name (on stdout, with the stage's other lines).
+    Each thumbnail goes straight into its place in one array: in RAM, or, with
+    ``spill`` (a file path), in a memory-mapped ``.npy`` file there, for exports
+    whose thumbnails do not fit in memory. With ``desc``, progress is shown under
+    that name (on stdout, with the stage's other lines).
     """
-    if not len(rows):
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    if desc is None:
-        return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64)))
-    with Progress(len(rows), desc, unit="photo", stream=sys.stdout) as bar:
-        return np.stack(list(decode_resized(export, rows, size, workers, chunksize=64, bar=bar)))
+    shape = (len(rows), size, size, 3)
+    out = np.empty(shape, dtype=np.uint8) if spill is None else open_memmap(spill, mode="w+", dtype=np.uint8,
+                                                                           shape=shape)
+    bar = Progress(len(rows), desc, unit="photo", stream=sys.stdout) if desc and len(rows) else None
+    with bar if bar is not None else contextlib.nullcontext():
+        for k, image in enumerate(decode_resized(export, rows, size, workers, chunksize=64, bar=bar)):
+            out[k] = image
+    return out
+

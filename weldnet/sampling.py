@@ -9,10 +9,16 @@ Over- and under-sampling pick which examples to duplicate or keep with
 ``draw_rng``. The report drew them once and trained on the resulting set
 (sections 6.4.4 and 6.4.5); ``EpochSampler`` does the same unless
 ``sampling.redraw_each_epoch`` is true, in which case every epoch draws afresh.
+
+Under torch.distributed every rank draws the same epoch order from the same
+seeds, so the over- and under-sampled sets are the same on every rank;
+``RankBatches`` cuts that order into the global batches a single process would
+train on and gives each rank its part of each, so a stratified global batch
+keeps the training shares however many processes share it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 
 import numpy as np
 import torch.utils.data
@@ -201,3 +207,40 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self._length
+
+
+class RankBatches(torch.utils.data.Sampler[list[int]]):
+    """``DataLoader(dataset, batch_sampler=RankBatches(sampler, batch_size, rank, world))``.
+
+    The sampler's epoch order is cut into consecutive global batches of
+    ``batch_size`` (the last one partial), exactly as one process would; rank r of
+    ``world`` yields the r-th of ``world`` near-equal consecutive parts of each
+    (``numpy.array_split``). With ``world`` 1 this is torch's ``BatchSampler``
+    without ``drop_last``. A global batch of fewer than ``world`` rows (a tiny last
+    batch) would leave a rank without a photo, so every rank skips it.
+    """
+
+    def __init__(self, sampler: Iterable[int], batch_size: int, rank: int = 0, world: int = 1):
+        if batch_size < 1:
+            raise ValueError(f"batch_size = {batch_size} must be at least 1")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in a world of {world} processes")
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(iter(self.sampler))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if self.world == 1:
+                yield batch
+            elif len(batch) >= self.world:
+                yield np.array_split(np.asarray(batch, dtype=np.int64), self.world)[self.rank].tolist()
+
+    def __len__(self) -> int:
+        assert isinstance(self.sampler, Sized)
+        full, last = divmod(len(self.sampler), self.batch_size)
+        return full + int(last >= max(1, self.world) and last > 0)

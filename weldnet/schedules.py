@@ -16,18 +16,23 @@ re-training phase, the classifier it exists to produce.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from weldnet.data import PhotoDataset, build_loader
+from weldnet.digests import fingerprint
+from weldnet.distributed import current
 from weldnet.params import SamplingParams, ScheduleParams, TrainParams
 from weldnet.sampling import draw_generator
 from weldnet.selective import initial_set, selection_round
-from weldnet.training import FitResult, Logger, Prepare, fit, predict_features, predict_logits
+from weldnet.training import FP32, FitResult, Logger, Precision, Prepare, fit, predict_features, predict_logits
 from weldnet.transfer import retrain_output_layer
 
 # seeds the selective under-sampling draws apart from the training randomness
@@ -35,6 +40,67 @@ _SELECT_STREAM = 0x5E1E
 
 
 Checkpoints = Callable[[str], tuple[Callable[[dict], None], Callable[[], dict | None]]]
+
+
+def state_digest(model: nn.Module) -> str:
+    """Digest of a model's every tensor (buffers included) and of which parameters it trains."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(bytes(p.requires_grad for p in model.parameters()))
+    return digest.hexdigest()
+
+
+class FitMemo:
+    """Finished fits, stored under the digest of everything that decides them, so none is trained twice.
+
+    Two strategies can share a fit exactly: classifier re-training's first phase is
+    the baseline's run, and with ``small_cnn`` ``transfer: full`` copies the same
+    layers as ``conv``. The key is the fingerprint of the run's ``context`` (the
+    stage's: code, photos, loss, model, device, ...), the fit's own settings (rows,
+    optimiser settings, sampler, seed, offsets) and the model's starting weights;
+    a fit with the same key would repeat, bit for bit, the one stored. The folder
+    keeps at most ``limit_mb`` MiB, the oldest fits dropped first, and fits larger
+    than that are not kept.
+    """
+
+    def __init__(self, folder: Path, context: str, limit_mb: int = 256, write: bool = True):
+        self.folder, self.context, self.limit, self.write = Path(folder), context, limit_mb * 2**20, write
+
+    def key(self, model: nn.Module, **settings: object) -> str:
+        return fingerprint(self.context, settings, state_digest(model))
+
+    def load(self, key: str) -> dict | None:
+        path = self.folder / f"{key}.fit"
+        if not path.is_file():
+            return None
+        try:
+            done = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged entry is a miss, never an error
+            return None
+        os.utime(path)                                 # a fit used again is kept longer
+        return done
+
+    def save(self, key: str, result: FitResult, final: dict[str, torch.Tensor]) -> None:
+        if not self.write:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        entry = {"final": {k: v.detach().cpu() for k, v in final.items()}, "state": result.state,
+                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
+                 "steps": result.steps, "best_score": list(result.best_score), "scores": result.scores}
+        tmp = self.folder / f"{key}.{os.getpid()}.tmp"     # queued experiments may write the same fit at once
+        torch.save(entry, tmp)
+        if tmp.stat().st_size > self.limit:
+            tmp.unlink()
+            return
+        os.replace(tmp, self.folder / f"{key}.fit")
+        kept = sorted(self.folder.glob("*.fit"), key=lambda p: p.stat().st_mtime, reverse=True)
+        total = 0
+        for path in kept:
+            total += path.stat().st_size
+            if total > self.limit:
+                path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -56,6 +122,9 @@ class Run:
     log: Logger
     make_loss: Callable[[list[int]], nn.Module]     # class counts of the rows trained on -> loss
     checkpoints: Checkpoints                        # phase name ('' for the only one) -> (save, load)
+    workers: int = 1                                # loader processes reading photos not held in memory
+    precision: Precision = FP32                     # mixed precision and memory layout (CUDA)
+    memo: FitMemo | None = None                     # finished fits to reuse instead of repeating them
 
     def counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.train_y if rows is None else self.train_y[rows]
@@ -65,13 +134,47 @@ class Run:
             sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
         """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``."""
         params = params or self.params
+        key = None
+        if self.memo is not None:
+            settings = {k: v for k, v in asdict(params).items() if k != "seeds"}
+            key = self.memo.key(model, rows=None if rows is None else np.asarray(rows).tolist(), params=settings,
+                                sampler=sampler or self.sampler, sampling=asdict(self.sampling), seed=self.seed,
+                                offsets=[step_offset, epoch_offset])
+            done = self.memo.load(key)
+            if done is not None:
+                return self._reuse(model, done, phase)
         dataset = self.train if rows is None else self.train.subset(rows)
         labels = self.train_y if rows is None else self.train_y[rows]
-        loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling)
+        group = current()
+        loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling,
+                              workers=self.workers, pin_memory=self.device.type == "cuda", rank=group.rank,
+                              world=group.world)
         save, load = self.checkpoints(phase)
-        return fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
+        result = fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
                    prepare=self.prepare, device=self.device, name=self.name, log=self.log,
-                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset)
+                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset,
+                   precision=self.precision)
+        if key is not None and current().main:
+            self.memo.save(key, result, model.state_dict())
+        return result
+
+    def _reuse(self, model: nn.Module, done: dict, phase: str) -> FitResult:
+        """An identical fit's outcome: its last weights in ``model``, its log replayed, its selection returned."""
+        model.load_state_dict(done["final"])
+        if current().main:
+            for step, key, value in done["history"]:
+                self.log(step, key, value)
+        print(f"  {phase or 'training'}: the same fit (settings, data and starting weights) ran before; "
+              f"its result is reused")
+        return FitResult(state=done["state"], best_epoch=done["best_epoch"], epochs_run=done["epochs_run"],
+                         history=done["history"], steps=done["steps"], best_score=tuple(done["best_score"]),
+                         scores=done["scores"])
+
+    def predict(self, model: nn.Module, rows: np.ndarray, embed: bool = False) -> np.ndarray:
+        """Logits (or, with ``embed``, output-layer features) of the training rows ``rows``, in order."""
+        forward = predict_features if embed else predict_logits
+        return forward(model, self.train.subset(rows), self.device, self.input_size, self.params.eval_batch_size,
+                       workers=self.workers, precision=self.precision)
 
 
 def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
@@ -89,17 +192,12 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
     rounds: list[dict] = [{"round": 0, "counts": run.counts(train), "set_aside": len(pool)}]
     round_params = replace(run.params, epochs=s.round_epochs)
 
-    def predict(rows: np.ndarray, embed: bool = False) -> np.ndarray:
-        forward = predict_features if embed else predict_logits
-        return forward(model, run.train.images[torch.from_numpy(rows)], run.device, run.input_size,
-                       run.params.eval_batch_size)
-
     number = 1
     while len(pool) and (s.max_rounds is None or number <= s.max_rounds):
         done = selection_round(train, pool, run.train_y, growth=s.growth, target_ratio=target,
                                rng=np.random.default_rng([run.seed, _SELECT_STREAM, number]),
-                               classify=lambda rows: predict(rows).argmax(axis=1),
-                               embed=lambda rows: predict(rows, embed=True))
+                               classify=lambda rows: run.predict(model, rows).argmax(axis=1),
+                               embed=lambda rows: run.predict(model, rows, embed=True))
         train, pool = done.train, done.pool
         rounds.append({"round": number, "arrived": done.arrived, "dropped_correct": done.dropped_correct,
                        "dropped_boundary": done.dropped_boundary, "dropped_random": done.dropped_random,

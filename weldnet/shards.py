@@ -4,10 +4,16 @@ A shard ``<rig>-<KKK>.npy`` holds up to ``shard_size`` photos of one rig as an
 array of shape (n, S, S, 3); ``index.csv`` maps each photo to its shard and row.
 The k-th photo of a rig (in manifest order) is row ``k % shard_size`` of shard
 ``k // shard_size``. Shards are written by streaming into memory-mapped files
-and read with ``mmap_mode="r"``, so neither side holds the whole data set.
+and read with ``mmap_mode="r"``, so neither side holds the whole data set:
+:class:`ShardPhotos` reads the rows a batch needs, in any process (a DataLoader
+worker opens its own maps), keeping only a few shards mapped at a time and
+releasing the pages each read touched, so a process's RSS holds the photos it
+copied, not the shards it read them from.
 """
 from __future__ import annotations
 
+import mmap
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -126,3 +132,109 @@ def load_rig(index: pd.DataFrame, shard_dir: Path, rig: str) -> tuple[list[str],
     if not images:
         raise DataError(f"no '{rig}' photo in the preprocessed shards; check the rigs in labels.csv")
     return images, load_images(index, shard_dir, images)
+
+
+class ShardPhotos:
+    """Photos of the preprocess shards, read on demand: ``fetch(positions)`` -> uint8 (n, S, S, 3).
+
+    Photo k is row ``rows[k]`` of shard ``names[codes[k]]`` (:func:`shard_photos`
+    builds one from the index). Each fetch reads every shard's rows in ascending
+    order; at most ``open_limit`` shards stay mapped per process (the least recently
+    used is closed), so the pages a long run touches are not all held at once.
+    Pickling drops the maps: a DataLoader worker, forked or spawned, opens its own.
+    """
+
+    def __init__(self, shard_dir: Path, names: Sequence[str], codes: np.ndarray, rows: np.ndarray,
+                 open_limit: int = 2):
+        if not names:
+            raise DataError(f"{Path(shard_dir) / INDEX} lists no shard; re-run the preprocess stage")
+        self.shard_dir = Path(shard_dir)
+        self.names = [str(n) for n in names]
+        self.codes = np.asarray(codes, dtype=np.int32).reshape(-1)
+        self.rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        self.open_limit = max(1, open_limit)
+        self._maps: OrderedDict[int, np.ndarray] = OrderedDict()
+        shape = None
+        for code, name in enumerate(self.names):
+            shard = self._map(code)
+            if shape is None:
+                shape = shard.shape[1:]
+            elif shard.shape[1:] != shape:
+                raise DataError(f"shard {name} holds {shard.shape[1:]} images, others {shape}; "
+                                "re-run the preprocess stage")
+            mine = self.rows[self.codes == code]
+            if len(mine) and (mine.max() >= len(shard) or mine.min() < 0):
+                raise DataError(f"{self.shard_dir / INDEX} points past the end of {name}; "
+                                "re-run the preprocess stage")
+        self._maps.clear()
+        self.shape: tuple[int, ...] = tuple(shape)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def photo_bytes(self) -> int:
+        """Bytes of one stored photo."""
+        return int(np.prod(self.shape))
+
+    def _map(self, code: int) -> np.ndarray:
+        shard = self._maps.get(code)
+        if shard is not None:
+            self._maps.move_to_end(code)
+            return shard
+        path = self.shard_dir / self.names[code]
+        try:
+            shard = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read shard {path} ({exc}); re-run the preprocess stage") from None
+        while len(self._maps) >= self.open_limit:
+            self._maps.popitem(last=False)
+        self._maps[code] = shard
+        return shard
+
+    def fetch(self, positions: np.ndarray) -> np.ndarray:
+        """uint8 (len(positions), S, S, 3) of the photos at ``positions`` (repeats allowed), in that order."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        out = np.empty((len(positions), *self.shape), dtype=np.uint8)
+        if not len(positions):
+            return out
+        codes, rows = self.codes[positions], self.rows[positions]
+        order = np.lexsort((rows, codes))             # shard by shard, each front to back
+        for group in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+            shard = self._map(int(codes[group[0]]))
+            out[group] = shard[rows[group]]
+            _release(shard)
+        return out
+
+    def read_order(self) -> np.ndarray:
+        """All positions, sorted by shard and row: the order that reads the shards front to back."""
+        return np.lexsort((self.rows, self.codes))
+
+    def close(self) -> None:
+        self._maps.clear()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": OrderedDict()}
+
+
+def _release(shard: np.ndarray) -> None:
+    """Drop the shard's pages from this process (the page cache keeps them): its RSS holds what it copied, no more."""
+    mapping = getattr(shard, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def shard_photos(index: pd.DataFrame, shard_dir: Path, images: Sequence[str]) -> ShardPhotos:
+    """The given photos (repeats allowed), in the order of ``images``, read on demand from the shards."""
+    if index.empty:
+        raise DataError(f"{Path(shard_dir) / INDEX} lists no photo; re-run the preprocess stage")
+    by_image = index.set_index("image")
+    missing = pd.Index(images).difference(by_image.index)
+    if len(missing):
+        raise DataError(f"{len(missing)} photo(s) not in {Path(shard_dir) / INDEX}, e.g. '{missing[0]}'; "
+                        "re-run the preprocess stage (dvc repro preprocess)")
+    wanted = by_image.loc[list(images), ["shard", "row"]]
+    if wanted.empty:
+        return ShardPhotos(shard_dir, [index["shard"].iloc[0]], np.zeros(0), np.zeros(0))
+    names, codes = np.unique(wanted["shard"].to_numpy(dtype=str), return_inverse=True)
+    return ShardPhotos(shard_dir, list(names), codes, wanted["row"].to_numpy())

@@ -1,0 +1,217 @@
+"""Speed ratios, measured in one run: the training loop against a bare loop, preprocess against plain Pillow.
+
+1. Training: ``weldnet.training.fit`` as the train stages run it (a DataLoader over
+   the cached photos, the strategy's sampler, augmentation, dvclive logging every
+   step, validation and a checkpoint every epoch) against a bare loop of the same
+   model over the same batches, already prepared in memory (zero_grad, forward,
+   loss, backward, step: no logging, validation or checkpoint). The ratio is the
+   bare loop's time over the training loop's, i.e. the share of the bare speed the
+   loop keeps (target: at least 0.9).
+2. Preprocess: the preprocess stage (JPEG draft decoding, 2 worker processes, SHA-256
+   checks, shards) against plain Pillow in one process,
+   ``Image.open(p).convert("RGB").resize((256, 256))``, on the same photos (half
+   640x480 Redbox, half 1280x960 Bluebox JPEGs). The ratio is Pillow's time over
+   preprocess's (target: at least 3). Wall time is the ratio a user sees; CPU time
+   (all processes) is printed beside it because it is what other load skews least.
+
+    python benchmarks/train_speed.py                     # small_cnn at 64 px on the CPU, the default run's sizes
+    python benchmarks/train_speed.py --device cuda --arch alexnet --input-size 224   # the report's model on a GPU
+
+Each measurement is repeated (``--repeats``, interleaved) and the median is printed,
+with the load average. Nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall s, CPU s of this process) of ``fn()``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def training_ratio(args: argparse.Namespace) -> None:
+    import torch
+
+    from weldnet.checkpoints import checkpoint_io
+    from weldnet.data import PhotoDataset, build_loader, host_size, set_loader_epoch
+    from weldnet.live import DvcLiveLog
+    from weldnet.losses import build_loss
+    from weldnet.models import build_model
+    from weldnet.params import LossParams, ModelParams, SamplingParams, TrainParams
+    from weldnet.training import (fit, make_deterministic, precision_for, predict_logits, resolve_device,
+                                  task_input, validation_scores)
+
+    device = resolve_device(args.device)
+    make_deterministic(device)
+    model_params = ModelParams(arch=args.arch, input_size=args.input_size)
+    params = TrainParams(epochs=args.epochs)
+    precision = precision_for(device, model_params.mixed_precision)
+    rng = np.random.default_rng(0)
+    stored = args.input_size if device.type == "cpu" else 256     # what the cache holds (weldnet.data.host_size)
+    assert host_size(device, args.input_size) in (None, args.input_size)
+
+    def photos(n: int) -> torch.Tensor:
+        x = torch.from_numpy(rng.integers(0, 256, size=(n, stored, stored, 3), dtype=np.uint8))
+        return x.to(device)
+
+    train_y = np.array([0] * args.train_default + [1] * args.train_minority)
+    val_y = np.array([0] * (args.val - args.val // 8) + [1] * (args.val // 8))
+    train = PhotoDataset(photos(len(train_y)), torch.as_tensor(train_y))
+    val = PhotoDataset(photos(len(val_y)), torch.as_tensor(val_y))
+    counts = np.bincount(train_y).tolist()
+    prepare = task_input(args.input_size, params.flip)
+    names = ["clamp_detected", "no_clamp"]
+
+    def loop() -> None:
+        torch.manual_seed(0)
+        model = build_model(model_params, 2)
+        loader = build_loader(train, train_y, params.batch_size, "none", 0, SamplingParams())
+        save, _ = checkpoint_io(Path("ckpt") / "seed-0.pt", "benchmark")
+        log = DvcLiveLog(Path("live"))
+        fit(model, build_loss("cross_entropy", counts, LossParams()), loader,
+            lambda m: validation_scores(predict_logits(m, val, device, args.input_size, params.eval_batch_size,
+                                                       precision=precision), val_y, names),
+            params=params, seed=0, prepare=prepare, device=device, name="benchmark", log=log, save_checkpoint=save,
+            precision=precision)
+        log.close()
+
+    # the bare loop's batches: the loop's own epoch orders and augmentation, prepared once, in memory
+    loader = build_loader(train, train_y, params.batch_size, "none", 0, SamplingParams())
+    batches = []
+    for epoch in range(params.epochs):
+        set_loader_epoch(loader, epoch)
+        generator = torch.Generator().manual_seed(epoch)
+        batches += [(precision.layout(prepare(x.to(device), generator)), y.to(device)) for x, y in loader]
+
+    def bare() -> None:
+        torch.manual_seed(0)
+        model = build_model(model_params, 2).to(device)
+        if precision.channels_last:
+            model.to(memory_format=torch.channels_last)
+        loss_fn = build_loss("cross_entropy", counts, LossParams()).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=params.momentum,
+                                    weight_decay=params.weight_decay)
+        scaler = precision.scaler()
+        model.train()
+        for x, y in batches:
+            optimizer.zero_grad(set_to_none=True)
+            with precision.autocast(device):
+                out = model(x)
+            loss = loss_fn(out.float(), y)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def synced(fn):
+        def run() -> None:
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        return run
+
+    images = len(train) * params.epochs
+    results: dict[str, list[tuple[float, float]]] = {"loop": [], "bare": []}
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory(dir=REPO) as tmp:     # dvclive writes inside the working directory
+        os.chdir(tmp)
+        try:
+            synced(bare)()                                   # warm-up (allocator, kernels)
+            for _ in range(args.repeats):
+                results["loop"].append(timed(synced(loop)))
+                results["bare"].append(timed(bare))
+        finally:
+            os.chdir(cwd)
+    loop_wall, loop_cpu = (statistics.median(t[k] for t in results["loop"]) for k in (0, 1))
+    bare_wall, bare_cpu = (statistics.median(t[k] for t in results["bare"]) for k in (0, 1))
+    print(f"training: {args.arch} at {args.input_size} px on {device} ({precision.dtype or 'float32'}), "
+          f"{len(train)} photos x {params.epochs} epochs, batch {params.batch_size}, validation on {len(val)}; "
+          f"median of {args.repeats}, torch threads {torch.get_num_threads()}")
+    print(f"  training loop: {loop_wall:.2f} s wall ({images / loop_wall:.0f} photos/s), {loop_cpu:.2f} s CPU")
+    print(f"  bare loop:     {bare_wall:.2f} s wall ({images / bare_wall:.0f} photos/s), {bare_cpu:.2f} s CPU")
+    print(f"  ratio training loop / bare loop: {bare_wall / loop_wall:.3f} (wall), {bare_cpu / loop_cpu:.3f} (CPU)")
+
+
+def plain_pillow(paths: list[Path], size: int) -> None:
+    from PIL import Image
+
+    for path in paths:
+        with Image.open(path) as im:
+            np.asarray(im.convert("RGB").resize((size, size)))
+
+
+def preprocess_ratio(args: argparse.Namespace) -> None:
+    from preprocess_speed import build_export, ingest, run_stage, write_params
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        export = tmp / "export"
+        images = build_export(export, {"redbox": args.photos, "bluebox": args.photos})
+        work = tmp / "run"
+        work.mkdir()
+        write_params(work, args.size, 1000, 2)
+        ingest(work, export)
+        paths = [export / image for image in images]
+        runs: dict[str, list[tuple[float, float]]] = {"preprocess": [], "pillow": []}
+        for _ in range(args.repeats):
+            wall, _, _ = run_stage(work, "stages.preprocess", ["--export", str(export), "--manifest", "manifest.csv",
+                                                               "--out", "processed"])
+            runs["preprocess"].append((wall, run_stage.cpu_s))
+            runs["pillow"].append(timed(lambda: plain_pillow(paths, args.size)))
+    pre_wall, pre_cpu = (statistics.median(t[k] for t in runs["preprocess"]) for k in (0, 1))
+    pil_wall, pil_cpu = (statistics.median(t[k] for t in runs["pillow"]) for k in (0, 1))
+    n = len(paths)
+    print(f"preprocess: {n} photos ({args.photos} 640x480 + {args.photos} 1280x960 JPEG) to {args.size} px; "
+          f"median of {args.repeats}")
+    print(f"  preprocess stage (2 workers): {pre_wall:.2f} s wall ({pre_wall / n * 1e3:.2f} ms/photo), "
+          f"{pre_cpu:.2f} s CPU, start-up included")
+    print(f"  plain Pillow, one process:    {pil_wall:.2f} s wall ({pil_wall / n * 1e3:.2f} ms/photo), "
+          f"{pil_cpu:.2f} s CPU")
+    print(f"  ratio preprocess / plain Pillow: {pil_wall / pre_wall:.2f}x (wall), {pil_cpu / pre_cpu:.2f}x (CPU)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    parser.add_argument("--arch", default="small_cnn")
+    parser.add_argument("--input-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-default", type=int, default=1576, help="default-class training photos")
+    parser.add_argument("--train-minority", type=int, default=32, help="minority training photos")
+    parser.add_argument("--val", type=int, default=600, help="validation photos")
+    parser.add_argument("--photos", type=int, default=400, help="photos per rig for the preprocess ratio")
+    parser.add_argument("--size", type=int, default=256, help="preprocess.size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", choices=["training", "preprocess"], help="measure one ratio only")
+    args = parser.parse_args()
+    os.environ.setdefault("WELDNET_PROGRESS", "off")
+    print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at start")
+    if args.only != "preprocess":
+        training_ratio(args)
+    if args.only != "training":
+        preprocess_ratio(args)
+    print(f"load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
