@@ -97,7 +97,8 @@ def main() -> None:
     train_x, train_y = load_split_images(split, args.shards, "train", model_params.input_size)
     val_x, val_y = load_split_images(split, args.shards, "val", model_params.input_size)
     counts = np.bincount(train_y, minlength=len(class_names)).tolist()
-    print(f"strategy {config.name}: loss {config.loss}, sampler {strategy.sampler}, schedule {strategy.schedule}, "
+    print(f"strategy {config.name}: loss {config.loss}, weighting {strategy.weighting}, sampler {strategy.sampler}, "
+          f"schedule {strategy.schedule}, "
           f"{model_params.arch} at {model_params.input_size}px on {device}; "
           f"train counts {dict(zip(class_names, counts))}")
 
@@ -127,7 +128,8 @@ def main() -> None:
                   seed=seed, prepare=task_input(model_params.input_size, train_params.flip),
                   input_size=model_params.input_size, class_names=class_names, device=device,
                   name=config.name, log=log,
-                  make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses),
+                  make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses,
+                                                       weighting=strategy.weighting, weightings=config.weightings),
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint))
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)

@@ -31,7 +31,8 @@ def tiny_data():
     return torch.from_numpy(x), y
 
 
-def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None):
+def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None,
+                 make_loss=None):
     """Train one seed with schedule ``name``; checkpoints go to ``store`` (a dict), the log to a list."""
     x, y = tiny_data()
     torch.manual_seed(0)
@@ -55,7 +56,8 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
               params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
               sampling=SamplingParams(target_ratio=0.6), seed=0, prepare=task_input(16, True), input_size=16,
               class_names=["a", "b"], device=cpu, name=name, log=log,
-              make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints)
+              make_loss=make_loss or (lambda counts: build_loss("cross_entropy", counts, LossParams())),
+              checkpoints=checkpoints)
     return SCHEDULES[name](model, run, spec), logs, model
 
 
@@ -120,3 +122,21 @@ def test_strategy_schedule_checks():
         build(Strategy, {"schedule": "crt", "reuse": "baseline"}, "strategies.x")
     with pytest.raises(ParamError, match="schedules.crt.sampler"):
         build(ScheduleParams, {"crt": {"sampler": "uniform"}}, "schedules")
+
+
+@pytest.mark.parametrize("name, total", [("standard", 2), ("crt", 2 + 5)])
+def test_drw_switches_at_a_fraction_of_the_whole_schedule_not_of_each_phase(name, total):
+    """The loss sees every epoch of the schedule counted from its start, and the schedule's total length."""
+    seen, losses = [], []
+
+    def make_loss(counts):
+        loss = build_loss("cross_entropy", counts, LossParams(), weighting="drw")
+        original = loss.on_epoch
+        loss.on_epoch = lambda epoch, total_epochs: (seen.append((epoch, total_epochs)), original(epoch, total_epochs))
+        losses.append(loss)
+        return loss
+
+    run_schedule(name, ScheduleParams(), make_loss=make_loss)
+    assert seen == [(epoch, total) for epoch in range(total)]
+    if name == "crt":   # switch at round(0.8 * 7) = epoch 6: inside the re-training phase, not at its epoch 4
+        assert losses[-1].weight[1] > losses[-1].weight[0] and torch.equal(losses[0].weight, torch.ones(2))

@@ -9,6 +9,10 @@
   representation, then the output layer is re-initialised and trained alone, with
   class-balanced sampling, on the frozen network.
 
+A loss whose class weights change with the epoch (``weighting: drw``) sees the
+epoch counted over the whole schedule and its total length (``crt``: both phases);
+``selective_undersample``, whose length is not known in advance, does not take drw.
+
 Every phase checkpoints under its own name, so an interrupted run resumes at the
 epoch it reached. The model is selected by validation per-class accuracy across
 all phases (``train.select: best_val``), except that ``crt`` selects within its
@@ -62,8 +66,13 @@ class Run:
         return np.bincount(labels, minlength=len(self.class_names)).tolist()
 
     def fit(self, model: nn.Module, phase: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
-            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
-        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``."""
+            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0,
+            total_epochs: int | None = None) -> FitResult:
+        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``.
+
+        ``total_epochs``: the schedule's length over all its phases, for an epoch-dependent
+        weighting (DRW); default: this phase's end.
+        """
         params = params or self.params
         dataset = self.train if rows is None else self.train.subset(rows)
         labels = self.train_y if rows is None else self.train_y[rows]
@@ -71,7 +80,8 @@ class Run:
         save, load = self.checkpoints(phase)
         return fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
                    prepare=self.prepare, device=self.device, name=self.name, log=self.log,
-                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset)
+                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset,
+                   total_epochs=total_epochs)
 
 
 def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
@@ -120,13 +130,14 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
 def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     """Learn the representation with the strategy's own sampler, then re-train the output layer alone."""
     c = spec.crt
-    first = run.fit(model, "representation")
+    total = run.params.epochs + c.epochs          # DRW switches at a fraction of both phases together
+    first = run.fit(model, "representation", total_epochs=total)
     model.load_state_dict(first.state)
     torch.manual_seed(run.seed)
     reset = retrain_output_layer(model)
     print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
     second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
-                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs)
+                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs, total_epochs=total)
     return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
                      history=first.history + second.history, steps=first.steps + second.steps,
                      best_score=second.best_score,
