@@ -155,7 +155,7 @@ def test_paired_results_columns_ceiling_gap_and_seed_floor():
     assert floor["mean_seed_gap"] == pytest.approx(0.0625) and floor["strategies"] == 2
     table = paired_table({n: {**out[n], "per_class_accuracy": 0.9375 if "@" in n else 0.5} for n in out},
                          facts, floor, {"baseline@natural": "baseline"})
-    assert "| half | +0.250 |" in table and "(target)" in table and "baseline@natural" in table.split("\n\n")[-1]
+    assert "| half | +0.250 |" in table and "(target)" in table and "Ceiling: `baseline@natural`" in table
 
 
 def test_without_the_baseline_in_the_study_only_the_best_family_is_given():

@@ -253,6 +253,10 @@ def _signed(x: float) -> str:
     return f"{x:+.3f}"
 
 
+def _pct(x: float) -> str:
+    return f"{x:.0%}".replace("-0%", "0%")
+
+
 def _p(x: float) -> str:
     return f"{x:.4f}" if x >= 0.0001 else "<0.0001"
 
@@ -281,9 +285,9 @@ def paired_table(results: Mapping[str, dict], facts: dict, floor: dict, ceiling_
                 cells += ["(target)", "", "", ""]
         if ceiling:
             if "gap_closed" in r and "gap_closed_ci_low" in r:
-                cells.append(f"{r['gap_closed']:.0%} [{r['gap_closed_ci_low']:.0%}, {r['gap_closed_ci_high']:.0%}]")
+                cells.append(f"{_pct(r['gap_closed'])} [{_pct(r['gap_closed_ci_low'])}, {_pct(r['gap_closed_ci_high'])}]")
             else:
-                cells.append(f"{r['gap_closed']:.0%}" if "gap_closed" in r else "")
+                cells.append(_pct(r["gap_closed"]) if "gap_closed" in r else "")
         if "seed_gap" in r:
             cells.append(f"{r['seed_gap']:.3f}" + (" (beyond test noise)" if r["seed_diff_p"] < alpha else ""))
         else:
@@ -308,4 +312,4 @@ def paired_table(results: Mapping[str, dict], facts: dict, floor: dict, ceiling_
                      f"strategies that did not collapse on every seed; for {floor['apart']} of them the seed-vs-seed "
                      "paired bootstrap puts the seeds apart beyond test-photo noise. \"seeds apart\": each "
                      "strategy's mean gap between seeds.")
-    return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
+    return "\n".join(lines) + "\n" + "\n\n".join(notes) + "\n"
