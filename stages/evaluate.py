@@ -12,6 +12,12 @@ Besides the metrics it writes the tables the plots draw, into ``--plots``:
 ``automation.csv`` (each strategy's share cleared against recall on flawed test
 photos, and its validation-threshold point) and ``confusion.csv`` (test confusion
 counts per strategy, summed over seeds).
+
+Each strategy of ``ceiling`` is also scored as ``<strategy>@natural``: the same
+configuration trained at the task's natural imbalance, on the same test photos.
+Then every strategy is compared, paired on those photos, with the baseline and
+with the best strategy on validation (weldnet.paired), and closes a share of the
+gap between the baseline and its ceiling.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from weldnet.evaluation import (aggregate, automation_curve, automation_scores, 
                                 confusion_counts, confusion_table, score, summary_table)
 from weldnet.metrics import bootstrap_interval, per_class_accuracy
 from weldnet.models import build_model
+from weldnet.paired import noise_floor, paired_results, paired_table
 from weldnet.params import ModelParams, load_checked_params
 from weldnet.shards import read_index
 from weldnet.training import precision_for, predict_logits, resolve_device
@@ -90,17 +97,22 @@ def main() -> None:
 
     results: dict = {}
     predictions, automation_rows, confusion_rows = [], [], []
-    for name in study:
-        config = read_config(name)
+    correct: dict[str, np.ndarray] = {}
+    ceilings = {f"{name}@natural": name for name in params.ceiling}
+    for name in [*study, *ceilings]:
+        suffix = "@natural" if name in ceilings else ""
+        folder = name
+        config = read_config(folder)
         decision = config["decision"]
         if config.get("reuse"):
-            config = {**read_config(config["reuse"]), "decision": decision}
+            folder = config["reuse"] + suffix
+            config = {**read_config(folder), "decision": decision}
         class_names = config["classes"]
         priors = class_priors(config["train_counts"])
         per_seed, pooled_pred, fitted, curves = [], [], [], []
         seed_names = list(config["seeds"])
         for seed_name in config["seeds"]:
-            val_logits, test_logits = model_logits(config["strategy"], seed_name, config)
+            val_logits, test_logits = model_logits(folder, seed_name, config)
             # one fit on validation, applied to validation (for the automation threshold) and test alike
             both, info = apply_decision(decision, val_logits, val_y, np.vstack([val_logits, test_logits]), priors,
                                         decision_params)
@@ -123,6 +135,7 @@ def main() -> None:
         rng = np.random.default_rng(spec.seed)
         low, high = bootstrap_interval(np.stack(pooled_pred), test_y, len(class_names), rng, spec.bootstrap)
         result["per_class_accuracy_ci_low"], result["per_class_accuracy_ci_high"] = low, high
+        correct[name] = np.stack(pooled_pred) == test_y[None, :]
         result["best_epoch"] = by_seed([config["seeds"][s]["best_epoch"] for s in seed_names], seed_names)
         if any(fitted):
             result["decision_fit"] = by_seed(fitted, seed_names)
@@ -135,9 +148,22 @@ def main() -> None:
               f"accuracy {result['accuracy']:.3f}, automation {result['automation']:.3f}"
               + (", COLLAPSED to a constant" if result["collapsed"] else ""))
 
+    paired, facts = paired_results(correct, test_y, len(class_names),
+                                   {n: results[n]["val_per_class_accuracy"] for n in study},
+                                   baseline=spec.baseline, ceilings=ceilings, resamples=spec.paired_bootstrap,
+                                   alpha=spec.alpha, rng=np.random.default_rng([spec.seed, 1]))
+    for name, columns in paired.items():
+        results[name].update(columns)
+    learners = [n for n in study if not read_config(n).get("reuse")
+                and results[n]["collapsed_seeds"] < len(results[n]["best_epoch"])]
+    floor = noise_floor(paired, learners, spec.alpha)
+    print(f"paired: best on validation {facts['best']}"
+          + (f"; seeds of one strategy land {floor['mean_seed_gap']:.3f} apart on average" if floor else ""))
+
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     args.metrics.write_text(json.dumps(results, indent=2) + "\n")
-    args.summary.write_text(summary_table(results, spec.target_recall))
+    args.summary.write_text(summary_table(results, spec.target_recall) + "\n## Paired comparisons\n\n"
+                            + paired_table(results, facts, floor, ceilings))
     args.predictions.parent.mkdir(parents=True, exist_ok=True)
     pd.concat(predictions).to_csv(args.predictions, index=False)
     args.plots.mkdir(parents=True, exist_ok=True)

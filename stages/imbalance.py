@@ -2,12 +2,15 @@
 
 The imbalance ratio is imposed on the training split only, by removing
 non-default (minority) cases as in the report's section 6; validation and test
-keep the data's natural class shares.
+keep the data's natural class shares. ``--natural`` also writes the same split
+with no imbalance imposed (the same validation and test photos, every training
+photo kept): the ceiling strategies train on it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from weldnet.config import DataError, run_stage
@@ -21,6 +24,7 @@ def main() -> None:
     parser.add_argument("--manifest", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="split table (CSV)")
     parser.add_argument("--metrics", required=True, type=Path, help="class counts per split (JSON)")
+    parser.add_argument("--natural", type=Path, help="the same split at the data's own imbalance (CSV)")
     args = parser.parse_args()
 
     params = load_checked_params()
@@ -35,6 +39,15 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
+    if args.natural is not None:
+        natural = split_table(manifest, task, replace(spec, ratio=None))
+        natural_counts = class_counts(natural, task.class_names)
+        check_every_class_present(natural_counts, task_name, None)
+        # the same photos everywhere, the removed ones back in training: one test set for both
+        if not natural["split"].equals(table["split"].replace(REMOVED, "train")):
+            raise DataError("the natural split does not keep the same validation and test photos; report this")
+        args.natural.parent.mkdir(parents=True, exist_ok=True)
+        natural.to_csv(args.natural, index=False)
     train = counts["train"]
     summary = {"task": task_name, "classes": task.class_names, "counts": counts,
                "train_majority_share": train[task.default] / max(sum(train.values()), 1)}

@@ -128,10 +128,10 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     train_set, train_y = split_dataset(split, index, args.shards, "train", size, cache)
     val_set, val_y = split_dataset(split, index, args.shards, "val", size, cache)
     counts = np.bincount(train_y, minlength=len(class_names)).tolist()
-    print(f"strategy {config.name}: loss {config.loss}, sampler {strategy.sampler}, schedule {strategy.schedule}, "
-        f"{model_params.arch} at {model_params.input_size}px on {device}"
-        + (f" ({group.world} processes)" if group.world > 1 else "")
-        + f"; train counts {dict(zip(class_names, counts))}")
+    print(f"strategy {config.name}: loss {config.loss}, weighting {strategy.weighting}, sampler {strategy.sampler}, "
+          f"schedule {strategy.schedule}, {model_params.arch} at {model_params.input_size}px on {device}"
+          + (f" ({group.world} processes)" if group.world > 1 else "")
+          + f"; train counts {dict(zip(class_names, counts))}")
 
     record = asdict(config)
     record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
@@ -176,7 +176,8 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                   sampling=config.sampling, seed=seed, prepare=task_input(model_params.input_size, train_params.flip),
                   input_size=model_params.input_size, class_names=class_names, device=device,
                   name=config.name, log=log,
-                  make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses),
+                  make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses,
+                                                       weighting=strategy.weighting, weightings=config.weightings),
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
                   workers=loader.workers, precision=precision, memo=memo)

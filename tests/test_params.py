@@ -6,10 +6,10 @@ import yaml
 
 from weldnet.config import ParamError, build
 from weldnet.decisions import DECISIONS
-from weldnet.losses import LOSSES
+from weldnet.losses import LOSSES, WEIGHTINGS
 from weldnet.models import HEADS, MODELS
 from weldnet.params import (ARCH_NAMES, DECISION_NAMES, HEAD_NAMES, LOSS_NAMES, SAMPLER_NAMES, SCHEDULE_NAMES,
-                            Params, check_params)
+                            WEIGHTING_NAMES, Params, check_params)
 from weldnet.resolve import resolve_strategy
 from weldnet.sampling import SAMPLERS
 from weldnet.schedules import SCHEDULES
@@ -28,6 +28,7 @@ def test_the_committed_params_yaml_is_valid_and_every_default_is_its_value():
 
 def test_each_axis_registry_is_keyed_by_exactly_the_declared_names():
     assert tuple(LOSSES) == LOSS_NAMES
+    assert tuple(WEIGHTINGS) == WEIGHTING_NAMES
     assert tuple(SAMPLERS) == SAMPLER_NAMES
     assert tuple(SCHEDULES) == SCHEDULE_NAMES
     assert tuple(DECISIONS) == DECISION_NAMES
@@ -82,6 +83,9 @@ def test_new_pretrained_weights_change_only_the_strategies_that_start_from_them(
 @pytest.mark.parametrize("section, key, value, expected", [
     ("losses", "focal", {"gamma": 1.0}, {"focal"}),
     ("losses", "ldam", {"scale": 10.0}, {"ldam_drw"}),
+    ("weightings", "drw", {"start": 0.5}, {"ldam_drw"}),
+    ("weightings", "drw", {"beta": 0.999}, {"ldam_drw"}),
+    ("weightings", "effective_number", {"beta": 0.99}, {"class_balanced"}),
     ("sampling", "target_ratio", 0.9, {"oversample", "undersample", "selective_undersample"}),
     ("schedules", "crt", {"epochs": 2}, {"crt"}),
     ("schedules", "selective_undersample", {"round_epochs": 1}, {"selective_undersample"}),
@@ -103,3 +107,48 @@ def test_a_resolved_configuration_builds_back_into_the_typed_one():
     assert config.model.input_size == PARAMS.model.input_size
     with pytest.raises(ParamError, match="init redbox without pretrained weights"):
         build(StrategyConfig, {k: v for k, v in resolved(RAW)["svm"].items() if k != "pretrained"}, "svm.json")
+
+
+def with_strategy(name: str, **axes) -> dict:
+    return {**RAW, "strategies": {**RAW["strategies"], name: axes}}
+
+
+def test_a_weighting_change_retrains_only_that_strategy():
+    assert changed(with_strategy("baseline", weighting="drw")) == {"baseline"}
+    config = resolved(with_strategy("baseline", weighting="drw"))["baseline"]
+    assert config["weightings"] == {"drw": {"start": 0.8, "beta": 0.9999}} and config["loss"] == "cross_entropy"
+    assert "weightings" not in resolved(RAW)["weighted"]          # inverse frequency has no settings
+    assert resolved(RAW)["class_balanced"]["weightings"] == {"effective_number": {"beta": 0.9999}}
+
+
+def test_the_renamed_strategies_are_their_loss_and_weighting():
+    axes = {name: (PARAMS.resolved_loss(name), PARAMS.strategies[name].weighting)
+            for name in ("weighted", "class_balanced", "ldam_drw", "baseline")}
+    assert axes == {"weighted": ("cross_entropy", "inverse_frequency"),
+                    "class_balanced": ("cross_entropy", "effective_number"),
+                    "ldam_drw": ("ldam", "drw"), "baseline": ("cross_entropy", "none")}
+
+
+@pytest.mark.parametrize("raw, message", [
+    (with_strategy("x", loss="weighted"),
+     "strategies.x.loss: 'weighted' is a weighting now; write loss: cross_entropy and weighting: inverse_frequency"),
+    ({**RAW, "loss": "class_balanced"}, "loss: 'class_balanced' is a weighting now; write loss: cross_entropy and "
+                                        "weighting: effective_number"),
+    ({**RAW, "losses": {**RAW["losses"], "class_balanced": {"beta": 0.99}}},
+     "losses.class_balanced.beta moved to the weighting axis; set weightings.effective_number.beta"),
+    ({**RAW, "losses": {**RAW["losses"], "ldam": {"drw_start": 0.5}}},
+     "losses.ldam.drw_start moved to the weighting axis; set weightings.drw.start"),
+    (with_strategy("x", weighting="balanced"), "strategies.x.weighting: unknown name 'balanced'; valid: none, "
+                                               "inverse_frequency, effective_number, drw"),
+    (with_strategy("x", weighting="drw", schedule="selective_undersample"),
+     "weighting drw switches at a fraction of the schedule's epochs"),
+    (with_strategy("x", reuse="baseline", weighting="inverse_frequency"), "reuse trains nothing, so weighting"),
+    ({**RAW, "ceiling": ["crt", "crt"]}, "ceiling lists a strategy twice"),
+    ({**RAW, "ceiling": ["transfer_imagenet"]}, "ceiling lists 'transfer_imagenet', which is not in study"),
+    ({**RAW, "ceiling": ["threshold"]}, "ceiling lists 'threshold', which reuses 'baseline'; add 'baseline'"),
+    ({**RAW, "evaluate": {**RAW["evaluate"], "baseline": "basline"}}, "evaluate.baseline: unknown name 'basline'"),
+    ({**RAW, "evaluate": {**RAW["evaluate"], "alpha": 0.5}}, "evaluate.alpha = 0.5 is out of range"),
+])
+def test_weighting_ceiling_and_comparison_errors_are_one_line_naming_the_fix(raw, message):
+    with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_params(raw)

@@ -66,14 +66,27 @@ def repo(tmp_path_factory) -> Path:
 AUDIT_TINY: dict = {}
 
 
+def evaluate_best(evaluate: dict) -> str:
+    return next(name for name, result in evaluate.items() if result["best_on_validation"])
+
+
 def test_repro_runs_every_stage_then_nothing(repo: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], repo)
     for stage in ("generate", "ingest", "audit", "preprocess", "imbalance", "pretrain", "configure",
-                  *(f"train@{name}" for name in TINY["study"]), "evaluate", "plots"):
+                  *(f"train@{name}" for name in TINY["study"]), "ceiling@baseline", "evaluate", "plots"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(evaluate) == set(TINY["study"])
+    assert set(evaluate) == set(TINY["study"]) | {"baseline@natural"}     # the ceiling beside the study
+    natural = json.loads((repo / "models/strategies/baseline@natural/config.json").read_text())
+    trained = json.loads((repo / "models/strategies/baseline/config.json").read_text())
+    assert natural["train_counts"][1] > trained["train_counts"][1]          # every training photo kept
+    for name in TINY["study"]:
+        if name != "baseline":
+            assert {"vs_baseline_diff", "vs_baseline_ci_low", "vs_baseline_p_holm", "vs_baseline_verdict",
+                    "gap_closed"} <= set(evaluate[name]), name
+        assert evaluate[name]["seed_gap"] >= 0 and evaluate[name]["vs_best_diff" if name != evaluate_best(evaluate)
+                                                             else "seed_diff"] is not None
     for result in evaluate.values():
         assert {"per_class_accuracy", "accuracy", "cross_entropy", "collapsed", "recall", "automation",
                 "per_class_accuracy_std", "automation_std", "val_per_class_accuracy"} <= set(result)
@@ -88,6 +101,8 @@ def test_repro_runs_every_stage_then_nothing(repo: Path):
     assert (repo / "dvclive/baseline/seed-0/plots/metrics/train/loss.tsv").exists()
     summary = (repo / "metrics/summary.md").read_text()
     assert "| threshold |" in summary and "| crt |" in summary and " ± " in summary
+    assert "## Paired comparisons" in summary and "| baseline@natural |" in summary and "Seed noise floor" in summary
+    assert "| strategy | vs baseline |" in summary
     selective = json.loads((repo / "models/strategies/selective_undersample/config.json").read_text())
     rounds = selective["seeds"]["seed-1"]["rounds"]
     assert len(rounds) >= 2 and rounds[-1]["set_aside"] == 0
@@ -104,6 +119,7 @@ def test_repro_runs_every_stage_then_nothing(repo: Path):
 READ_ONLY_SOMETIMES = {
     "audit.cross_rig_threshold": "read only when a flag is common on both rigs (not on 40 Redbox photos)",
     "losses": "read for strategies whose loss has constants; the tiny study has none",
+    "weightings": "read for strategies whose weighting has settings; the tiny study has none",
 }
 
 

@@ -32,7 +32,7 @@ def tiny_data():
 
 
 def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None,
-                 memo=None):
+                 memo=None, make_loss=None):
     """Train one seed with schedule ``name``; checkpoints go to ``store`` (a dict), the log to a list."""
     x, y = tiny_data()
     torch.manual_seed(0)
@@ -56,8 +56,8 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
               params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
               sampling=SamplingParams(target_ratio=0.6), seed=0, prepare=task_input(16, True), input_size=16,
               class_names=["a", "b"], device=cpu, name=name, log=log,
-              make_loss=lambda counts: build_loss("cross_entropy", counts, LossParams()), checkpoints=checkpoints,
-              memo=memo)
+              make_loss=make_loss or (lambda counts: build_loss("cross_entropy", counts, LossParams())),
+              checkpoints=checkpoints, memo=memo)
     return SCHEDULES[name](model, run, spec), logs, model
 
 
@@ -147,3 +147,47 @@ def test_a_fit_that_ran_before_is_reused_bit_for_bit(tmp_path, capsys):
     frozen.load_state_dict(model.state_dict())
     next(frozen.parameters()).requires_grad_(False)
     assert memo.key(frozen, seed=0) != memo.key(model, seed=0)
+
+
+@pytest.mark.parametrize("name, total", [("standard", 2), ("crt", 2 + 5)])
+def test_drw_switches_at_a_fraction_of_the_whole_schedule_not_of_each_phase(name, total):
+    """The loss sees every epoch of the schedule counted from its start, and the schedule's total length."""
+    seen, losses = [], []
+
+    def make_loss(counts):
+        loss = build_loss("cross_entropy", counts, LossParams(), weighting="drw")
+        original = loss.on_epoch
+        loss.on_epoch = lambda epoch, total_epochs: (seen.append((epoch, total_epochs)), original(epoch, total_epochs))
+        losses.append(loss)
+        return loss
+
+    run_schedule(name, ScheduleParams(), make_loss=make_loss)
+    assert seen == [(epoch, total) for epoch in range(total)]
+    if name == "crt":   # switch at round(0.8 * 7) = epoch 6: inside the re-training phase, not at its epoch 4
+        assert losses[-1].weight[1] > losses[-1].weight[0] and torch.equal(losses[0].weight, torch.ones(2))
+
+
+def test_a_drw_fit_is_not_reused_for_a_schedule_of_another_length(tmp_path):
+    """With DRW the weights switch at a fraction of the whole schedule: crt's first phase is not the standard run."""
+    from weldnet.schedules import FitMemo
+
+    from weldnet.params import DrwParams, WeightingParams
+
+    # switch at half the schedule: epoch 1 of the standard run's 2, epoch 4 of crt's 2 + 5 (after its first phase)
+    early = WeightingParams(drw=DrwParams(start=0.5))
+    drw = lambda counts: build_loss("cross_entropy", counts, LossParams(), weighting="drw",  # noqa: E731
+                                    weightings=early)
+    memo = FitMemo(tmp_path / "fits", context="tiny")
+    run_schedule("standard", ScheduleParams(), memo=memo, make_loss=drw)
+    plain, plain_logs, _ = run_schedule("crt", ScheduleParams(), make_loss=drw)
+    reused, reused_logs, _ = run_schedule("crt", ScheduleParams(), memo=memo, make_loss=drw)
+    assert reused_logs == plain_logs
+    for key in plain.state:
+        assert torch.equal(plain.state[key], reused.state[key]), key
+    # and an unweighted fit is another fit than a weighted one
+    weighted = FitMemo(tmp_path / "fits", context="tiny")
+    model = build_model(ModelParams(width=4, input_size=16), 2)
+    from weldnet.schedules import loss_signature
+    assert loss_signature(drw([60, 20])) != loss_signature(build_loss("cross_entropy", [60, 20], LossParams()))
+    assert weighted.key(model, loss=loss_signature(drw([60, 20]))) != weighted.key(
+        model, loss=loss_signature(build_loss("cross_entropy", [60, 20], LossParams())))

@@ -395,7 +395,8 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
                           settings.batch_size, "none", 0, SamplingParams())
     validate = lambda m: validation_scores(predict_logits(m, x[calib], cpu, params.input_size),  # noqa: E731
                                            labels[calib], CLASSES)
-    fitted = fit(model, build_loss("weighted", counts, LossParams()), loader, validate, params=settings, seed=0,
+    loss = build_loss("cross_entropy", counts, LossParams(), weighting="inverse_frequency")
+    fitted = fit(model, loss, loader, validate, params=settings, seed=0,
                  prepare=task_input(params.input_size, settings.flip), device=cpu, name="tiny", log=lambda *a: None)
     model.load_state_dict(fitted.state)
     model.eval()

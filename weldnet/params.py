@@ -30,8 +30,8 @@ from weldnet.config import ParamError, build, check_choice, check_range, load_pa
 from weldnet.flags import RIGS, canonical_flag
 
 # ------------------------------------------------------------------ the names of each strategy axis
-LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "bayesian", "weighted", "class_balanced", "focal", "ldam",
-                               "logit_adjusted", "hinge")
+LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "bayesian", "focal", "ldam", "logit_adjusted", "hinge")
+WEIGHTING_NAMES: tuple[str, ...] = ("none", "inverse_frequency", "effective_number", "drw")
 SAMPLER_NAMES: tuple[str, ...] = ("none", "oversample", "undersample", "stratified", "class_balanced")
 SCHEDULE_NAMES: tuple[str, ...] = ("standard", "selective_undersample", "crt")
 DECISION_NAMES: tuple[str, ...] = ("argmax", "threshold_moving", "posthoc_logit")
@@ -39,6 +39,17 @@ ARCH_NAMES: tuple[str, ...] = ("small_cnn", "alexnet")
 HEAD_NAMES: tuple[str, ...] = ("linear", "normed")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Losses that became weightings: the one-line hint for a params.yaml written before the weighting axis.
+MOVED_LOSSES: dict[str, str] = {"weighted": "inverse_frequency", "class_balanced": "effective_number"}
+
+
+def check_loss(value: str, where: str) -> str:
+    """A loss name; the two losses that became weightings get a hint naming what to write instead."""
+    if value in MOVED_LOSSES:
+        raise ParamError(f"{where}: '{value}' is a weighting now; write loss: cross_entropy and "
+                         f"weighting: {MOVED_LOSSES[value]} (README, Strategies)")
+    return check_choice(value, LOSS_NAMES, where)
 
 
 def check_workers(value: int, where: str) -> int:
@@ -328,26 +339,13 @@ class FocalParams:
 
 
 @dataclass(frozen=True)
-class ClassBalancedParams:
-    beta: float = 0.9999
-
-    def validate(self, where: str) -> None:
-        check_range(self.beta, f"{where}.beta", low=0.0, high=1.0, high_open=True)
-
-
-@dataclass(frozen=True)
 class LdamParams:
     max_margin: float = 0.5
     scale: float = 30.0
-    drw: bool = True
-    drw_start: float = 0.8
-    drw_beta: float = 0.9999
 
     def validate(self, where: str) -> None:
         check_range(self.max_margin, f"{where}.max_margin", low=0.0)
         check_range(self.scale, f"{where}.scale", low=0.0, low_open=True)
-        check_range(self.drw_start, f"{where}.drw_start", low=0.0, high=1.0)
-        check_range(self.drw_beta, f"{where}.drw_beta", low=0.0, high=1.0, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -371,10 +369,38 @@ class LossParams:
     """The ``losses`` section: hyperparameters of every loss that has any."""
 
     focal: FocalParams = field(default_factory=FocalParams)
-    class_balanced: ClassBalancedParams = field(default_factory=ClassBalancedParams)
     ldam: LdamParams = field(default_factory=LdamParams)
     logit_adjusted: LogitAdjustedParams = field(default_factory=LogitAdjustedParams)
     hinge: HingeParams = field(default_factory=HingeParams)
+
+
+@dataclass(frozen=True)
+class EffectiveNumberParams:
+    beta: float = 0.9999            # effective-number beta in [0, 1) (Cui et al. 2019)
+
+    def validate(self, where: str) -> None:
+        check_range(self.beta, f"{where}.beta", low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class DrwParams:
+    start: float = 0.8              # switch epoch, a fraction of the schedule's epochs (Cao et al.: 160 of 200)
+    beta: float = 0.9999            # effective-number beta of the weights from the switch on
+
+    def validate(self, where: str) -> None:
+        check_range(self.start, f"{where}.start", low=0.0, high=1.0)
+        check_range(self.beta, f"{where}.beta", low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class WeightingParams:
+    """The ``weightings`` section: settings of the class re-weighting axis (weldnet/losses.py, WEIGHTINGS).
+
+    ``none`` and ``inverse_frequency`` have no settings.
+    """
+
+    effective_number: EffectiveNumberParams = field(default_factory=EffectiveNumberParams)
+    drw: DrwParams = field(default_factory=DrwParams)
 
 
 @dataclass(frozen=True)
@@ -447,6 +473,7 @@ class Strategy:
     """A named choice on each axis (README, Strategies); a new combination needs no code."""
 
     loss: str | None = None                                   # null: the top-level `loss`
+    weighting: str = "none"                                   # class weights inside the loss (WEIGHTING_NAMES)
     sampler: str = "none"
     init: Literal["scratch", "redbox", "imagenet"] = "scratch"
     transfer: Literal["conv", "full"] = "full"                # pretrained layers copied when init is not scratch
@@ -458,7 +485,8 @@ class Strategy:
 
     def validate(self, where: str) -> None:
         if self.loss is not None:
-            check_choice(self.loss, LOSS_NAMES, f"{where}.loss")
+            check_loss(self.loss, f"{where}.loss")
+        check_choice(self.weighting, WEIGHTING_NAMES, f"{where}.weighting")
         check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
         check_choice(self.decision, DECISION_NAMES, f"{where}.decision")
         check_choice(self.schedule, SCHEDULE_NAMES, f"{where}.schedule")
@@ -469,6 +497,12 @@ class Strategy:
                              f"drop sampler: {self.sampler} (or set sampler: none)")
         if self.reuse is not None and self.schedule != "standard":
             raise ParamError(f"{where}: reuse trains nothing, so schedule: {self.schedule} has no effect; drop it")
+        if self.reuse is not None and self.weighting != "none":
+            raise ParamError(f"{where}: reuse trains nothing, so weighting: {self.weighting} has no effect; drop it")
+        if self.weighting == "drw" and self.schedule == "selective_undersample":
+            raise ParamError(f"{where}: weighting drw switches at a fraction of the schedule's epochs, and "
+                             "selective_undersample's rounds are not known in advance (they depend on what the "
+                             "net gets right); use inverse_frequency or effective_number with it")
         check_range(self.freeze, f"{where}.freeze", 0)
         if self.freeze and self.init == "scratch":
             raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")
@@ -514,11 +548,16 @@ class EvaluateParams:
     seed: int = 0
     target_recall: float = 0.95
     tau_grid: list[float] = field(default_factory=lambda: list(TAU_GRID))
+    baseline: str | None = "baseline"   # paired comparisons against this strategy (and the best on validation)
+    paired_bootstrap: int = 10000       # resamples of the paired bootstrap (weldnet/paired.py)
+    alpha: float = 0.05                 # family-wise level of the Holm-corrected verdicts; intervals are 1 - alpha
 
     def validate(self, where: str) -> None:
         check_range(self.bootstrap, f"{where}.bootstrap", 10)
         check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True)
         DecisionParams(self.tau_grid).validate(where)
+        check_range(self.paired_bootstrap, f"{where}.paired_bootstrap", 100, 1_000_000)
+        check_range(self.alpha, f"{where}.alpha", 0.0, 0.5, low_open=True, high_open=True)
 
     @property
     def decisions(self) -> DecisionParams:
@@ -560,9 +599,11 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     losses: LossParams = field(default_factory=LossParams)
+    weightings: WeightingParams = field(default_factory=WeightingParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     schedules: ScheduleParams = field(default_factory=ScheduleParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
+    ceiling: list[str] = field(default_factory=lambda: ["baseline"])
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     triage: TriageParams = field(default_factory=TriageParams)
     loader: LoaderParams = field(default_factory=LoaderParams)
@@ -576,7 +617,7 @@ class Params:
             check_name(name, "strategies")
         check_choice(self.task, self.tasks, "task")
         check_choice(self.device, DEVICES, "device")
-        check_choice(self.loss, LOSS_NAMES, "loss")
+        check_loss(self.loss, "loss")
         if not self.strategies:
             raise ParamError("strategies must map strategy names to their axes; see README, Strategies")
         for name, strategy in self.strategies.items():
@@ -600,6 +641,17 @@ class Params:
         if self.triage.seed is not None and self.triage.seed not in self.train.seeds:
             raise ParamError(f"triage.seed = {self.triage.seed} is not in train.seeds "
                              f"{self.train.seeds}; use one of them or null")
+        for name in self.ceiling:
+            if name not in self.study:
+                raise ParamError(f"ceiling lists '{name}', which is not in study; add it to study or drop it "
+                                 "from ceiling")
+            source = self.strategies[name].reuse
+            if source is not None and source not in self.ceiling:
+                raise ParamError(f"ceiling lists '{name}', which reuses '{source}'; add '{source}' to ceiling")
+        if len(set(self.ceiling)) != len(self.ceiling):
+            raise ParamError("ceiling lists a strategy twice; list each once")
+        if self.evaluate.baseline is not None:
+            check_choice(self.evaluate.baseline, self.strategies, "evaluate.baseline")
 
     @property
     def selected_task(self) -> TaskSpec:
@@ -635,6 +687,7 @@ class StrategyConfig:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     losses: LossParams = field(default_factory=LossParams)
+    weightings: WeightingParams = field(default_factory=WeightingParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     schedules: ScheduleParams = field(default_factory=ScheduleParams)
     device: str = "auto"
@@ -646,13 +699,35 @@ class StrategyConfig:
         if self.strategy.reuse is None:
             if self.loss is None:
                 raise ParamError(f"{where}: no loss; re-run the configure stage (dvc repro configure)")
-            check_choice(self.loss, LOSS_NAMES, f"{where}.loss")
+            check_loss(self.loss, f"{where}.loss")
             if self.strategy.init == "redbox" and self.pretrained is None:
                 raise ParamError(f"{where}: init redbox without pretrained weights; re-run the configure stage")
 
 
+# keys that moved to the weighting axis: (section, key) -> where they live now
+MOVED_KEYS: dict[tuple[str, str], str] = {
+    ("class_balanced", "beta"): "weightings.effective_number.beta (with a strategy's weighting: effective_number)",
+    ("ldam", "drw"): "a strategy's weighting: drw",
+    ("ldam", "drw_start"): "weightings.drw.start (with a strategy's weighting: drw)",
+    ("ldam", "drw_beta"): "weightings.drw.beta (with a strategy's weighting: drw)",
+}
+
+
+def _check_moved_keys(raw: object) -> None:
+    """One line naming the new place of a key that moved to the weighting axis."""
+    losses = raw.get("losses") if isinstance(raw, dict) else None
+    if not isinstance(losses, dict):
+        return
+    for (loss, key), now in MOVED_KEYS.items():
+        block = losses.get(loss)
+        if isinstance(block, dict) and key in block or (loss == "class_balanced" and loss in losses):
+            raise ParamError(f"losses.{loss}.{key} moved to the weighting axis; set {now} instead "
+                             "(README, Strategies)")
+
+
 def check_params(raw: object) -> Params:
     """The typed params, or ParamError on the first unknown key, wrong type, unknown name or bad value."""
+    _check_moved_keys(raw)
     return build(Params, raw, "")
 
 

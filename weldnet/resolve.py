@@ -3,13 +3,15 @@
 ``resolve_strategy(params, name, pretrained_sha256)`` is the JSON form of a
 :class:`weldnet.params.StrategyConfig`: the strategy's axes, its resolved loss
 (the top-level ``loss`` when it sets none) with that loss's hyperparameters only,
-the model (with the strategy's head), the training settings, the device, the
-sampling settings only when a sampler or schedule of the strategy uses them, its
-schedule's settings only when it has one, and, for ``init: redbox``, the digest of
-the pretrained weights. Each train stage depends on its own file, so:
+its class weighting's settings only when that weighting has any, the model (with
+the strategy's head), the training settings, the device, the sampling settings
+only when a sampler or schedule of the strategy uses them, its schedule's settings
+only when it has one, and, for ``init: redbox``, the digest of the pretrained
+weights. Each train stage depends on its own file, so:
 
 - ``-S loss=bayesian`` changes the files of the strategies without a loss of their own;
 - ``-S losses.focal.gamma=1`` changes the strategies whose loss is focal;
+- ``-S weightings.drw.start=0.5`` changes the strategies whose weighting is drw;
 - new pretrained weights (``-S audit.drop_suspects=true``) change the ``init: redbox`` ones;
 - ``-S sampling.target_ratio=0.9`` changes over-, under- and selective under-sampling.
 """
@@ -50,6 +52,9 @@ def resolve_strategy(params: Params, name: str, pretrained: str, pretrained_sha2
     loss_params = getattr(params.losses, loss, None)
     if loss_params is not None:
         out["losses"] = {loss: asdict(loss_params)}
+    weighting_params = getattr(params.weightings, strategy.weighting, None)
+    if weighting_params is not None:
+        out["weightings"] = {strategy.weighting: asdict(weighting_params)}
     if uses_sampling(strategy, params.schedules):
         out["sampling"] = asdict(params.sampling)
     if strategy.schedule != "standard":

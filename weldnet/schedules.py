@@ -9,6 +9,10 @@
   representation, then the output layer is re-initialised and trained alone, with
   class-balanced sampling, on the frozen network.
 
+A loss whose class weights change with the epoch (``weighting: drw``) sees the
+epoch counted over the whole schedule and its total length (``crt``: both phases);
+``selective_undersample``, whose length is not known in advance, does not take drw.
+
 Every phase checkpoints under its own name, so an interrupted run resumes at the
 epoch it reached. The model is selected by validation per-class accuracy across
 all phases (``train.select: best_val``), except that ``crt`` selects within its
@@ -50,6 +54,15 @@ def state_digest(model: nn.Module) -> str:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digest.update(bytes(p.requires_grad for p in model.parameters()))
     return digest.hexdigest()
+
+
+def loss_signature(loss: nn.Module) -> list:
+    """What decides a loss's values: its class, its weighting and its settings, its buffers (weights, margins)."""
+    weighting = getattr(loss, "weighting", None)
+    settings = {k: v for k, v in vars(loss).items()
+                if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None)))}
+    return [type(loss).__name__, None if weighting is None else [type(weighting).__name__, vars(weighting)],
+            settings, {k: v.tolist() for k, v in loss.state_dict().items()}]
 
 
 class FitMemo:
@@ -131,15 +144,25 @@ class Run:
         return np.bincount(labels, minlength=len(self.class_names)).tolist()
 
     def fit(self, model: nn.Module, phase: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
-            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0) -> FitResult:
-        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``."""
+            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0,
+            total_epochs: int | None = None) -> FitResult:
+        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``.
+
+        ``total_epochs``: the schedule's length over all its phases, for an epoch-dependent
+        weighting (DRW); default: this phase's end.
+        """
         params = params or self.params
+        loss = self.make_loss(self.counts(rows))
         key = None
         if self.memo is not None:
             settings = {k: v for k, v in asdict(params).items() if k != "seeds"}
+            weighting = getattr(loss, "weighting", None)
+            schedule_length = ((total_epochs or epoch_offset + params.epochs)
+                               if getattr(weighting, "depends_on_epoch", False) else None)
             key = self.memo.key(model, rows=None if rows is None else np.asarray(rows).tolist(), params=settings,
                                 sampler=sampler or self.sampler, sampling=asdict(self.sampling), seed=self.seed,
-                                offsets=[step_offset, epoch_offset])
+                                offsets=[step_offset, epoch_offset], loss=loss_signature(loss),
+                                schedule_length=schedule_length)
             done = self.memo.load(key)
             if done is not None:
                 return self._reuse(model, done, phase)
@@ -150,10 +173,10 @@ class Run:
                               workers=self.workers, pin_memory=self.device.type == "cuda", rank=group.rank,
                               world=group.world)
         save, load = self.checkpoints(phase)
-        result = fit(model, self.make_loss(self.counts(rows)), loader, self.validate, params=params, seed=self.seed,
+        result = fit(model, loss, loader, self.validate, params=params, seed=self.seed,
                    prepare=self.prepare, device=self.device, name=self.name, log=self.log,
                    save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset,
-                   precision=self.precision)
+                   precision=self.precision, total_epochs=total_epochs)
         if key is not None and current().main:
             self.memo.save(key, result, model.state_dict())
         return result
@@ -218,13 +241,14 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
 def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     """Learn the representation with the strategy's own sampler, then re-train the output layer alone."""
     c = spec.crt
-    first = run.fit(model, "representation")
+    total = run.params.epochs + c.epochs          # DRW switches at a fraction of both phases together
+    first = run.fit(model, "representation", total_epochs=total)
     model.load_state_dict(first.state)
     torch.manual_seed(run.seed)
     reset = retrain_output_layer(model)
     print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
     second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
-                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs)
+                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs, total_epochs=total)
     return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
                      history=first.history + second.history, steps=first.steps + second.steps,
                      best_score=second.best_score,

@@ -271,7 +271,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Call
         *, params: OptimParams, seed: int, prepare: Prepare, device: torch.device, name: str, log: Logger,
         rank: Callable[[dict[str, float]], tuple[float, ...]] = selection_key,
         save_checkpoint: Callable[[dict], None] | None = None, checkpoint: dict | None = None,
-        step_offset: int = 0, epoch_offset: int = 0, precision: Precision = FP32) -> FitResult:
+        step_offset: int = 0, epoch_offset: int = 0, total_epochs: int | None = None,
+        precision: Precision = FP32) -> FitResult:
     """Train for params.epochs, scoring ``validate(model)`` after each epoch and keeping the selected weights.
 
     The loader's sampler must be an ``EpochSampler``: every epoch re-seeds torch and
@@ -285,7 +286,10 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Call
     history is replayed through ``log`` first so the run's logs are complete. A
     schedule that calls ``fit`` several times passes the steps and epochs already run
     as offsets, so logs and the selected epoch count from the schedule's start; the
-    learning-rate schedule restarts with each call.
+    learning-rate schedule restarts with each call. The loss's ``on_epoch`` gets the
+    schedule's epoch and ``total_epochs``, its length over every phase (default
+    ``epoch_offset + params.epochs``), so deferred re-weighting switches at a fraction
+    of the whole schedule.
 
     Under torch.distributed every rank calls ``fit`` with its own loader
     (``RankBatches``); the model is wrapped in DistributedDataParallel (batch norm
@@ -302,6 +306,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Call
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * params.epochs
     before_step = set_lr(optimizer, lambda s: lr_at(s, total_steps, params.lr, params.lr_schedule))
+    schedule_epochs = epoch_offset + params.epochs if total_epochs is None else total_epochs
     history: list[list] = []
     best: dict | None = None
     start_epoch, step = 0, 0
@@ -335,7 +340,7 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, validate: Call
             set_loader_epoch(loader, epoch_offset + epoch)
             on_epoch = getattr(loss_fn, "on_epoch", None)
             if callable(on_epoch):
-                on_epoch(epoch, params.epochs)
+                on_epoch(epoch_offset + epoch, schedule_epochs)
             step = train_one_epoch(trained, loss_fn, optimizer, loader, device, prepare=prepare, generator=generator,
                                    before_step=before_step, first_step=step, log=shifted, name=name, bar=bar,
                                    precision=precision, scaler=scaler)
