@@ -27,12 +27,14 @@ writes the figure and tables (weldnet.studies).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from weldnet.studies import sweep_markdown, sweep_plot, sweep_rows, task_markdown, task_rows
@@ -80,18 +82,26 @@ def read_record(rev: str) -> dict | None:
         return None
     params = yaml.safe_load(texts["params"])
     evaluate = json.loads(texts["evaluate"])
-    curves = {}
-    for name in params["study"]:
-        seeds = []
-        for seed in params["train"]["seeds"]:
-            tsv = show(rev, f"dvclive/{name}/seed-{seed}/plots/metrics/val/per_class_accuracy.tsv")
-            if tsv:
-                seeds.append([float(line.split("\t")[-1]) for line in tsv.splitlines()[1:] if line.strip()])
-        if seeds:
-            curves[name] = seeds
+    curves = epoch_curves(show(rev, "plots/summary/val_per_class_accuracy.csv"), params["study"])
     return {"rev": rev, "ratio": params["imbalance"]["ratio"], "task": params["task"], "tasks": params["tasks"],
             "study": params["study"], "seeds": params["train"]["seeds"], "evaluate": evaluate, "split": json.loads(texts["split"]),
             "audit": json.loads(texts["audit"]), "curves": curves}
+
+
+def epoch_curves(table: str | None, study: list[str]) -> dict[str, list[list[float]]]:
+    """Per strategy, per seed, validation per-class accuracy after each epoch, from the plots stage's
+    git-tracked table (plots/summary/val_per_class_accuracy.csv; the dvclive logs are DVC outputs)."""
+    if not table:
+        return {}
+    frame = pd.read_csv(io.StringIO(table))
+    curves = {}
+    for name in study:
+        mine = frame[frame["strategy"] == name]
+        seeds = [group.sort_values("step")["per_class_accuracy"].astype(float).tolist()
+                 for _, group in mine.groupby("seed", sort=True)]
+        if seeds:
+            curves[name] = seeds
+    return curves
 
 
 def main() -> None:

@@ -152,3 +152,20 @@ def test_the_renamed_strategies_are_their_loss_and_weighting():
 def test_weighting_ceiling_and_comparison_errors_are_one_line_naming_the_fix(raw, message):
     with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_params(raw)
+
+
+def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_path, monkeypatch):
+    """The recording view (WELDNET_PARAMS_LOG) behind the exact-params test: reads, asdict and replace."""
+    import dataclasses
+
+    from weldnet.params import _record_reads, load_checked_params
+
+    plain = load_checked_params(ROOT / "params.yaml")
+    params = _record_reads(plain, tmp_path / "reads.jsonl")
+    spec = params.imbalance
+    natural = dataclasses.replace(spec, ratio=None)         # what the imbalance stage does for the natural split
+    assert natural.ratio is None and natural.seed == plain.imbalance.seed
+    assert dataclasses.asdict(params.sampling) == dataclasses.asdict(plain.sampling)
+    reads = params._reads
+    assert {"imbalance.seed", "sampling.target_ratio"} <= reads and "imbalance.ratio" not in reads   # replaced, not read
+    assert not any(key.startswith("train.") for key in reads)

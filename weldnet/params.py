@@ -780,8 +780,14 @@ _VIEWS: dict[type, type] = {}
 
 def _view(obj: object, path: str, reads: set[str]) -> _View:
     cls = type(obj)
-    if cls not in _VIEWS:   # dataclasses.asdict and fields() accept the view, reading every field through it
-        _VIEWS[cls] = type(f"Read{cls.__name__}", (_View,), {"__slots__": (),
+    if cls not in _VIEWS:   # dataclasses.asdict, fields() and replace() accept the view, reading every field through it
+
+        def __new__(view_cls: type, *args: object, **changes: object) -> object:
+            if changes and not args:           # dataclasses.replace(view, ...): the plain dataclass, changed
+                return cls(**changes)
+            return object.__new__(view_cls)
+
+        _VIEWS[cls] = type(f"Read{cls.__name__}", (_View,), {"__slots__": (), "__new__": __new__,
                                                               "__dataclass_fields__": cls.__dataclass_fields__})
     return _VIEWS[cls](obj, path, reads)
 
