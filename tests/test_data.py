@@ -240,3 +240,13 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
                  device=device, name="cuda", log=lambda *a: None, precision=precision)
     assert result.scores["val/per_class_accuracy"] > 0.8
     assert all(v.dtype != torch.bfloat16 for v in result.state.values())   # weights stay float32
+
+
+def test_the_cpu_trains_in_float32_channels_last_unless_mixed_precision_is_off():
+    import torch
+
+    from weldnet.training import FP32, precision_for
+
+    cpu = torch.device("cpu")
+    assert precision_for(cpu, True).dtype is None and precision_for(cpu, True).channels_last
+    assert precision_for(cpu, False) == FP32 and not FP32.channels_last

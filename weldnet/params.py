@@ -275,7 +275,7 @@ class ModelParams:
     width: int = 16
     dropout: float = 0.3
     head: str = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
-    mixed_precision: bool = True   # CUDA only: bf16/fp16 autocast and channels-last memory; the CPU computes in fp32
+    mixed_precision: bool = True   # channels-last memory, and bf16/fp16 autocast on CUDA; the CPU stays fp32
 
     def validate(self, where: str) -> None:
         check_choice(self.arch, ARCH_NAMES, f"{where}.arch")

@@ -75,10 +75,19 @@ class Precision:
 FP32 = Precision()
 
 
+CPU_CHANNELS_LAST = Precision(channels_last=True)
+
+
 def precision_for(device: torch.device, mixed_precision: bool) -> Precision:
-    """On CUDA with ``mixed_precision``: bf16 autocast (fp16 where the GPU lacks bf16) and channels-last; else FP32."""
-    if device.type != "cuda" or not mixed_precision:
+    """With ``mixed_precision``: channels-last memory, and on CUDA bf16 autocast (fp16 where the GPU lacks bf16).
+
+    The CPU stays in float32; channels-last alone makes its convolutions about 30%
+    faster (benchmarks/train_speed.py). Without ``mixed_precision``: float32, contiguous.
+    """
+    if not mixed_precision:
         return FP32
+    if device.type != "cuda":
+        return CPU_CHANNELS_LAST
     return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16, channels_last=True)
 
 
