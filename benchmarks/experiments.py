@@ -21,8 +21,10 @@ a few strategies' training; the data stages come from the cache.
   at their own imbalance), baseline and the two best by validation, one seed.
 
 ``collect`` reads every experiment whose name starts with ``sweep-`` or ``task-``
-from its commit (``git for-each-ref refs/exps``; the newest of each name), and
-writes the figure and tables (weldnet.studies).
+from its commit (``git for-each-ref refs/exps``; the newest of each name): its
+params and git-tracked metrics, and the validation curves of the plots stage's
+table (``plots/summary/val_per_class_accuracy.csv``), and writes the figure and
+tables (weldnet.studies).
 """
 from __future__ import annotations
 
