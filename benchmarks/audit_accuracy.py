@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ import pandas as pd
 import torch
 import yaml
 from sklearn.datasets import load_digits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
 from weldnet.audit import flag_matrix, true_mislabelled
 from weldnet.audit_run import RigModel, audit_task, fit_rig_models

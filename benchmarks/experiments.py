@@ -39,6 +39,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
+
 from weldnet.studies import sweep_markdown, sweep_plot, sweep_rows, task_markdown, task_rows
 
 SWEEP_RATIOS = ("null", "0.90", "0.94", "0.96", "0.98", "0.99")

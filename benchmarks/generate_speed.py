@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
 from weldnet.params import GenerateSpec, RigCounts
 from weldnet.export import generate
