@@ -9,15 +9,15 @@ Noise level: the share of flawed photos recorded with no flag at all (params
 
 * ``generated``: a generated export of ``--size`` Redbox photos, rendered once and
   ingested with the ingest library; at each level the labels are those the
-  generator writes for it (weldnet.synth.sample_labels: same seed, same photos and
+  generator writes for it (weldnet.synth.flags.sample_labels: same seed, same photos and
   true flags, and the photos hidden at 5% are also hidden at 10%);
 * ``standin``: real images, sklearn's scanned handwritten digits
-  (weldnet.audit_standin): eights play No Clamp Used (8% of the photos), nines Photo
+  (weldnet.synth.digits): eights play No Clamp Used (8% of the photos), nines Photo
   Does Not Show Enough Of Clamps (4%), the other digits flagless photos (88%), upscaled
   to the audit's thumbnails; the noise is drawn the generator's way.
 
 At each level the audit model is cross-validated (AuditParams defaults, or --set) and
-every task estimated as the audit stage does (weldnet.audit_run.audit_task), then
+every task estimated as the audit stage does (weldnet.audit.run.audit_task), then
 scored:
 
 * truth: share of photos whose recorded class differs from the class of their true flags;
@@ -46,18 +46,18 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from weldnet.audit import flag_matrix, true_mislabelled
-from weldnet.audit_run import RigModel, audit_task, fit_rig_models
-from weldnet.audit_standin import FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
-from weldnet.config import build
-from weldnet.export import generate
-from weldnet.flags import FLAGS
-from weldnet.images import PhotoInfo
-from weldnet.ingest import build_manifest, check_rows, decode_labels, parse_label_table
-from weldnet.ingest_files import read_photos
-from weldnet.params import AuditParams, GenerateSpec, RigCounts, RigShares, TaskSpec
-from weldnet.photos import load_thumbnails
-from weldnet.synth import rig_flag_model, sample_labels
+from weldnet.audit.estimate import flag_matrix, true_mislabelled
+from weldnet.audit.run import RigModel, audit_task, fit_rig_models
+from weldnet.core.config import build
+from weldnet.core.flags import FLAGS
+from weldnet.core.params import AuditParams, GenerateSpec, RigCounts, RigShares, TaskSpec
+from weldnet.photos.decode import load_thumbnails
+from weldnet.photos.files import read_photos
+from weldnet.photos.images import PhotoInfo
+from weldnet.photos.ingest import build_manifest, check_rows, decode_labels, parse_label_table
+from weldnet.synth.digits import FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
+from weldnet.synth.export import generate
+from weldnet.synth.flags import rig_flag_model, sample_labels
 
 CLAMP = TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]})
 CLAMP_3WAY = TaskSpec("clamp_detected", {
@@ -113,7 +113,7 @@ def generated_photos(size: int, seed: int, cfg: AuditParams, workdir: Path) -> P
 
 
 def standin_photos(seed: int, cfg: AuditParams, limit: int | None) -> Photos:
-    """The handwritten-digit stand-in (weldnet.audit_standin), one uniform draw per photo for the noise."""
+    """The handwritten-digit stand-in (weldnet.synth.digits), one uniform draw per photo for the noise."""
     digits = load_digits()
     rng = np.random.default_rng([seed, 0])
     rows = draw_photos(digits.target, FLAG_SHARES, rng)[:limit]

@@ -24,7 +24,7 @@ a few strategies' training; the data stages come from the cache.
 from its commit (``git for-each-ref refs/exps``; the newest of each name): its
 params and git-tracked metrics, and the validation curves of the plots stage's
 table (``plots/summary/val_per_class_accuracy.csv``), and writes the figure and
-tables (weldnet.studies).
+tables (weldnet.scoring.studies).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from weldnet.studies import sweep_markdown, sweep_plot, sweep_rows, task_markdown, task_rows
+from weldnet.scoring.studies import sweep_markdown, sweep_plot, sweep_rows, task_markdown, task_rows
 
 SWEEP_RATIOS = ("null", "0.90", "0.94", "0.96", "0.98", "0.99")
 SWEEP_STRATEGIES = ("baseline", "oversample", "threshold", "posthoc_logit", "logit_adjusted", "crt")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from weldnet.params import GenerateSpec, RigCounts
-from weldnet.export import generate
+from weldnet.core.params import GenerateSpec, RigCounts
+from weldnet.synth.export import generate
 
 
 def _cpu_seconds() -> float:

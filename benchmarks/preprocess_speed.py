@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from weldnet.images import load_resized, to_rgb  # noqa: E402
+from weldnet.photos.images import load_resized, to_rgb  # noqa: E402
 
 MAX_PIXELS = 89_478_485
 

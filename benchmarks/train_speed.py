@@ -1,6 +1,6 @@
 """Speed ratios, measured in one run: the training loop against a bare loop, preprocess against plain Pillow.
 
-1. Training: ``weldnet.training.fit`` as the train stages run it (a DataLoader over
+1. Training: ``weldnet.train.training.fit`` as the train stages run it (a DataLoader over
    the cached photos, the strategy's sampler, augmentation, dvclive logging every
    step, validation and a checkpoint every epoch) against a bare loop of the same
    model over the same batches, already prepared in memory (zero_grad, forward,
@@ -47,14 +47,22 @@ def timed(fn) -> tuple[float, float]:
 def training_ratio(args: argparse.Namespace) -> None:
     import torch
 
-    from weldnet.checkpoints import checkpoint_io
-    from weldnet.data import PhotoDataset, build_loader, host_size, set_loader_epoch
-    from weldnet.live import DvcLiveLog
-    from weldnet.losses import build_loss
-    from weldnet.models import build_model
-    from weldnet.params import LossParams, ModelParams, SamplingParams, TrainParams
-    from weldnet.training import (fit, make_deterministic, precision_for, predict_logits, resolve_device,
-                                  task_input, validation_scores)
+    from weldnet.core.params import LossParams, ModelParams, SamplingParams, TrainParams
+    from weldnet.photos.dataset import PhotoDataset, host_size, set_loader_epoch
+    from weldnet.strategies.losses import build_loss
+    from weldnet.strategies.models import build_model
+    from weldnet.strategies.sampling import build_loader
+    from weldnet.train.checkpoints import checkpoint_io
+    from weldnet.train.live import DvcLiveLog
+    from weldnet.train.training import (
+        fit,
+        make_deterministic,
+        precision_for,
+        predict_logits,
+        resolve_device,
+        task_input,
+        validation_scores,
+    )
 
     device = resolve_device(args.device)
     make_deterministic(device)
@@ -62,7 +70,7 @@ def training_ratio(args: argparse.Namespace) -> None:
     params = TrainParams(epochs=args.epochs)
     precision = precision_for(device, model_params.mixed_precision)
     rng = np.random.default_rng(0)
-    stored = args.input_size if device.type == "cpu" else 256     # what the cache holds (weldnet.data.host_size)
+    stored = args.input_size if device.type == "cpu" else 256     # what the cache holds (weldnet.photos.dataset.host_size)
     assert host_size(device, args.input_size) in (None, args.input_size)
 
     def photos(n: int) -> torch.Tensor:

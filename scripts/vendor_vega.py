@@ -74,7 +74,7 @@ def build(folder: Path) -> None:
             installed.append((meta["name"], meta["version"], meta.get("license", "see package")))
     licence = (modules / "vega-lite" / "LICENSE").read_text(encoding="utf-8").split("\n", 2)[2].strip()
     rows = "\n".join(f"| {n} | {v} | {lic} |" for n, v, lic in sorted(set(installed)))
-    NOTICE.write_text(f"""# Third-party code in .dvc/plots/offline.html
+    NOTICE.write_text("""# Third-party code in .dvc/plots/offline.html
 
 `offline.html` is the page template of `dvc plots show` (`plots.html_template` in
 .dvc/config). It inlines the minified browser builds of

@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from weldnet.audit import draw_review_sample, flag_matrix, flag_pairs, label_stats, review_counts
-from weldnet.audit_run import audit_task, cross_rig_check, fit_rig_models
-from weldnet.audit_sheets import read_review_sheet, summary_lines, write_review_sheets, write_suspects
-from weldnet.config import run_stage
-from weldnet.flags import RIGS
-from weldnet.manifest import read_manifest
-from weldnet.params import load_checked_params
-from weldnet.paths import remove_output
-from weldnet.photos import load_thumbnails
+from weldnet.audit.estimate import draw_review_sample, flag_matrix, flag_pairs, label_stats, review_counts
+from weldnet.audit.run import audit_task, cross_rig_check, fit_rig_models
+from weldnet.audit.sheets import read_review_sheet, summary_lines, write_review_sheets, write_suspects
+from weldnet.core.config import run_stage
+from weldnet.core.flags import RIGS
+from weldnet.core.params import load_checked_params
+from weldnet.core.paths import remove_output
+from weldnet.photos.decode import load_thumbnails
+from weldnet.photos.manifest import read_manifest
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,7 @@
 The strategy is ``triage.strategy``, or the study's best by validation per-class
 accuracy (metrics/evaluate.json); its seed is ``triage.seed``, or the best of its
 seeds by the same measure. Never chosen on test. Writes the bundle folder
-(weldnet.bundle: exported network, decision rule, photo normalisation, classes,
+(weldnet.triage.bundle: exported network, decision rule, photo normalisation, classes,
 certified threshold) and the certificate as a metrics file. The export is checked
 against the live model on the validation photos before anything is written. It
 runs on the CPU whatever `device` says: the exported program must load anywhere,
@@ -19,15 +19,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weldnet.bundle import (bundle_info, choose_best, export_gap, export_network, fit_rule, flaw_scores,
-                            metrics_view, network_logits, readme_text, strategy_config, write_bundle)
-from weldnet.certify import certified_threshold, triage_report
-from weldnet.config import DataError, build, run_stage
-from weldnet.data import load_split_images, read_split
-from weldnet.metrics import per_class_accuracy
-from weldnet.models import build_model, resize_uint8
-from weldnet.params import ModelParams, load_checked_params
-from weldnet.training import predict_logits
+from weldnet.core.config import DataError, build, run_stage
+from weldnet.core.metrics import per_class_accuracy
+from weldnet.core.params import ModelParams, load_checked_params
+from weldnet.photos.dataset import load_split_images, read_split
+from weldnet.photos.transforms import resize_uint8
+from weldnet.strategies.models import build_model
+from weldnet.train.training import predict_logits
+from weldnet.triage.bundle import (
+    bundle_info,
+    choose_best,
+    export_gap,
+    export_network,
+    fit_rule,
+    flaw_scores,
+    metrics_view,
+    network_logits,
+    readme_text,
+    strategy_config,
+    write_bundle,
+)
+from weldnet.triage.certify import certified_threshold, triage_report
 
 
 def main() -> None:

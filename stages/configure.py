@@ -4,7 +4,7 @@
 
 Each train@<strategy> stage depends on data/strategies/<strategy>.json and on no
 params, so a change to params.yaml re-runs exactly the strategies whose resolved
-configuration it changes (weldnet/resolve.py), and DVC's run-cache recognises a
+configuration it changes (weldnet/core/resolve.py), and DVC's run-cache recognises a
 configuration it has trained before.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
-from weldnet.digests import file_digest
-from weldnet.config import DataError, run_stage
-from weldnet.params import load_checked_params
-from weldnet.resolve import resolve_strategy
+from weldnet.core.config import DataError, run_stage
+from weldnet.core.digests import file_digest
+from weldnet.core.params import load_checked_params
+from weldnet.core.resolve import resolve_strategy
 
 
 def main() -> None:

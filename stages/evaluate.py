@@ -16,7 +16,7 @@ counts per strategy, summed over seeds).
 Each strategy of ``ceiling`` is also scored as ``<strategy>@natural``: the same
 configuration trained at the task's natural imbalance, on the same test photos.
 Then every strategy is compared, paired on those photos, with the baseline and
-with the best strategy on validation (weldnet.paired), and closes a share of the
+with the best strategy on validation (weldnet.scoring.paired), and closes a share of the
 gap between the baseline and its ceiling.
 """
 from __future__ import annotations
@@ -29,18 +29,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from weldnet.class_stats import priors as class_priors
-from weldnet.config import DataError, build, run_stage
-from weldnet.data import PhotoCache, PhotoDataset, host_size, read_split, split_dataset
-from weldnet.decisions import apply_decision
-from weldnet.evaluation import (aggregate, automation_curve, automation_scores, automation_table, by_seed,
-                                confusion_counts, confusion_table, score, summary_table)
-from weldnet.metrics import bootstrap_interval, per_class_accuracy
-from weldnet.models import build_model
-from weldnet.paired import noise_floor, paired_results, paired_table
-from weldnet.params import ModelParams, load_checked_params
-from weldnet.shards import read_index
-from weldnet.training import precision_for, predict_logits, resolve_device
+from weldnet.core.class_stats import priors as class_priors
+from weldnet.core.config import DataError, build, run_stage
+from weldnet.core.metrics import bootstrap_interval, per_class_accuracy
+from weldnet.core.params import ModelParams, load_checked_params
+from weldnet.photos.dataset import PhotoCache, PhotoDataset, host_size, read_split, split_dataset
+from weldnet.photos.shards import read_index
+from weldnet.scoring.evaluation import (
+    aggregate,
+    automation_curve,
+    automation_scores,
+    automation_table,
+    by_seed,
+    confusion_counts,
+    confusion_table,
+    score,
+    summary_table,
+)
+from weldnet.scoring.paired import noise_floor, paired_results, paired_table
+from weldnet.strategies.decisions import apply_decision
+from weldnet.strategies.models import build_model
+from weldnet.train.training import precision_for, predict_logits, resolve_device
 
 
 def main() -> None:

@@ -5,16 +5,16 @@
 Reads the `generate` section of params.yaml. Writes `<export>/labels.csv` (image,rig,flags:
 the *recorded* flags, with Redbox label noise) and `<export>/images/<rig>/<rig>_<NNNNN>.jpg`,
 and the true flags to the truth file (image,rig,flags,noisy), which only scoring code reads
-(weldnet/export.py).
+(weldnet/synth/export.py).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from weldnet.config import run_stage
-from weldnet.export import generate
-from weldnet.params import load_checked_params
+from weldnet.core.config import run_stage
+from weldnet.core.params import load_checked_params
+from weldnet.synth.export import generate
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from weldnet.config import DataError, run_stage
-from weldnet.manifest import read_manifest
-from weldnet.params import SPLITS, load_checked_params
-from weldnet.tasks import REMOVED, check_every_class_present, class_counts, split_table
+from weldnet.core.config import DataError, run_stage
+from weldnet.core.params import SPLITS, load_checked_params
+from weldnet.photos.manifest import read_manifest
+from weldnet.photos.tasks import REMOVED, check_every_class_present, class_counts, split_table
 
 
 def main() -> None:

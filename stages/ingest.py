@@ -10,7 +10,7 @@ worker processes (ingest.workers) and writes:
   rejection counts by category.
 
 With ingest.strict: true any rejection fails the stage (after rejected.csv is written).
-Both CSV files are written spreadsheet-safe (weldnet.manifest.spreadsheet_safe).
+Both CSV files are written spreadsheet-safe (weldnet.photos.manifest.spreadsheet_safe).
 """
 from __future__ import annotations
 
@@ -19,15 +19,26 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from weldnet.config import DataError, run_stage
-from weldnet.images import PhotoInfo
-from weldnet.ingest import (Rejection, build_manifest, check_rows, decode_labels, ingest_metrics, listed_paths,
-                            parse_label_table, photo_name, rejection_summary, rejection_table, spacing_hints,
-                            unlisted_photos)
-from weldnet.ingest_files import file_identities, photos_on_disk, read_photos
-from weldnet.manifest import spreadsheet_safe, write_manifest
-from weldnet.params import load_checked_params
-from weldnet.paths import remove_output
+from weldnet.core.config import DataError, run_stage
+from weldnet.core.params import load_checked_params
+from weldnet.core.paths import remove_output
+from weldnet.photos.files import file_identities, photos_on_disk, read_photos
+from weldnet.photos.images import PhotoInfo
+from weldnet.photos.ingest import (
+    Rejection,
+    build_manifest,
+    check_rows,
+    decode_labels,
+    ingest_metrics,
+    listed_paths,
+    parse_label_table,
+    photo_name,
+    rejection_summary,
+    rejection_table,
+    spacing_hints,
+    unlisted_photos,
+)
+from weldnet.photos.manifest import spreadsheet_safe, write_manifest
 
 LABELS = "labels.csv"
 

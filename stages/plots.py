@@ -19,10 +19,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from weldnet.config import DataError, run_stage
-from weldnet.plotting import (accuracy_table, automation_chart, confusion_chart, filter_grid, first_layer_filters,
-                              per_class_accuracy_chart, read_series, strategy_order, tidy_curves,
-                              training_loss_chart, validation_curves_chart, window_mean)
+from weldnet.core.config import DataError, run_stage
+from weldnet.scoring.plotting import (
+    accuracy_table,
+    automation_chart,
+    confusion_chart,
+    filter_grid,
+    first_layer_filters,
+    per_class_accuracy_chart,
+    read_series,
+    strategy_order,
+    tidy_curves,
+    training_loss_chart,
+    validation_curves_chart,
+    window_mean,
+)
 
 LOSS_WINDOW = 10       # training steps per point of train_loss.csv
 

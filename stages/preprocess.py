@@ -14,12 +14,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from weldnet.config import run_stage
-from weldnet.manifest import read_manifest
-from weldnet.params import load_checked_params
-from weldnet.photos import decode_resized
-from weldnet.progress import Progress
-from weldnet.shards import INDEX, empty_output_dir, plan_shards, write_order, write_shards
+from weldnet.core.config import run_stage
+from weldnet.core.params import load_checked_params
+from weldnet.core.progress import Progress
+from weldnet.photos.decode import decode_resized
+from weldnet.photos.manifest import read_manifest
+from weldnet.photos.shards import INDEX, empty_output_dir, plan_shards, write_order, write_shards
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -5,7 +5,7 @@ there, then transfer them to the Bluebox task (strategies with ``init: redbox``)
 With ``audit.drop_suspects`` the photos the audit suspects of being mislabelled
 are left out first, so ``dvc exp run -S audit.drop_suspects=true`` measures what
 label cleaning does to transfer. It runs the same training loop as the train
-stages (weldnet.training.fit), with its own optimiser settings (``pretrain``),
+stages (weldnet.train.training.fit), with its own optimiser settings (``pretrain``),
 checkpoints after every epoch and resumes after an interruption.
 
 The Redbox photos are read from the shards; they stay in memory (RAM, or GPU
@@ -21,10 +21,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from weldnet.config import DataError, run_stage
-from weldnet.distributed import relaunch
-from weldnet.params import Params, load_checked_params
-from weldnet.paths import remove_output
+from weldnet.core.config import DataError, run_stage
+from weldnet.core.distributed import relaunch
+from weldnet.core.params import Params, load_checked_params
+from weldnet.core.paths import remove_output
 
 MEAN_BALANCED = "val/mean_balanced_accuracy"
 
@@ -50,17 +50,25 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
     import torch
     from torch import nn
 
-    from weldnet.checkpoints import checkpoint_io, code_digest
-    from weldnet.data import PhotoCache, PhotoDataset, ResizedShards, build_loader, host_size
-    from weldnet.digests import file_digest, fingerprint
-    from weldnet.distributed import start, stop
-    from weldnet.live import DvcLiveLog
-    from weldnet.manifest import read_manifest
-    from weldnet.models import build_model
-    from weldnet.params import SamplingParams
-    from weldnet.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
-    from weldnet.shards import read_index, shard_photos
-    from weldnet.training import fit, make_deterministic, precision_for, predict_logits, resolve_device, task_input
+    from weldnet.core.digests import file_digest, fingerprint
+    from weldnet.core.distributed import start, stop
+    from weldnet.core.params import SamplingParams
+    from weldnet.photos.dataset import PhotoCache, PhotoDataset, ResizedShards, host_size
+    from weldnet.photos.manifest import read_manifest
+    from weldnet.photos.shards import read_index, shard_photos
+    from weldnet.strategies.models import build_model
+    from weldnet.strategies.sampling import build_loader
+    from weldnet.train.checkpoints import checkpoint_io, code_digest
+    from weldnet.train.live import DvcLiveLog
+    from weldnet.train.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
+    from weldnet.train.training import (
+        fit,
+        make_deterministic,
+        precision_for,
+        predict_logits,
+        resolve_device,
+        task_input,
+    )
 
     spec, model_params, loader_params = params.pretrain, params.model, params.loader
     group, device = start(resolve_device(params.device))

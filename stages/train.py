@@ -14,7 +14,7 @@ run again after an interruption; the stage removes it once the strategy has trai
 
 From params.yaml it reads only ``loader`` (how photos are read, which never
 changes a result). With ``train.nproc_per_node`` > 1 it starts itself again under
-torchrun (weldnet.distributed); then rank 0 alone writes. A strategy that reuses
+torchrun (weldnet.core.distributed); then rank 0 alone writes. A strategy that reuses
 another's model does not import torch at all.
 """
 from __future__ import annotations
@@ -26,10 +26,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from weldnet.config import DataError, build, run_stage
-from weldnet.distributed import relaunch
-from weldnet.params import StrategyConfig, load_checked_params
-from weldnet.paths import remove_output
+from weldnet.core.config import DataError, build, run_stage
+from weldnet.core.distributed import relaunch
+from weldnet.core.params import StrategyConfig, load_checked_params
+from weldnet.core.paths import remove_output
 
 
 def read_config(path: Path) -> StrategyConfig:
@@ -58,8 +58,8 @@ def pretrained_state(config: StrategyConfig):
     """The weights the strategy starts from, checked against the digest its configuration names."""
     import torch
 
-    from weldnet.digests import file_digest
-    from weldnet.transfer import load_imagenet_alexnet
+    from weldnet.core.digests import file_digest
+    from weldnet.strategies.transfer import load_imagenet_alexnet
 
     if config.strategy.init == "scratch":
         return None
@@ -98,18 +98,25 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     import numpy as np
     import torch
 
-    from weldnet.checkpoints import checkpoint_io, code_digest
-    from weldnet.data import PhotoCache, class_names as split_class_names, host_size, read_split, split_dataset
-    from weldnet.digests import file_digest, fingerprint
-    from weldnet.distributed import start, stop
-    from weldnet.live import DvcLiveLog
-    from weldnet.losses import build_loss
-    from weldnet.models import build_model
-    from weldnet.schedules import SCHEDULES, FitMemo, Run
-    from weldnet.shards import read_index
-    from weldnet.training import (make_deterministic, precision_for, predict_logits, resolve_device, task_input,
-                                  validation_scores)
-    from weldnet.transfer import initialise
+    from weldnet.core.digests import file_digest, fingerprint
+    from weldnet.core.distributed import start, stop
+    from weldnet.photos.dataset import PhotoCache, host_size, read_split, split_dataset
+    from weldnet.photos.dataset import class_names as split_class_names
+    from weldnet.photos.shards import read_index
+    from weldnet.strategies.losses import build_loss
+    from weldnet.strategies.models import build_model
+    from weldnet.strategies.transfer import initialise
+    from weldnet.train.checkpoints import checkpoint_io, code_digest
+    from weldnet.train.live import DvcLiveLog
+    from weldnet.train.schedules import SCHEDULES, FitMemo, Run
+    from weldnet.train.training import (
+        make_deterministic,
+        precision_for,
+        predict_logits,
+        resolve_device,
+        task_input,
+        validation_scores,
+    )
 
     strategy = config.strategy
     loader = load_checked_params().loader    # how photos are read: never changes a result, so not a dep
@@ -152,7 +159,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
 
     memo = None
     if args.fits is not None and train_set.in_memory and val_set.in_memory and device.type == "cpu":
-        # a fit is decided by these, its own settings and its starting weights (weldnet.schedules.FitMemo)
+        # a fit is decided by these, its own settings and its starting weights (weldnet.train.schedules.FitMemo)
         photos = hashlib.sha256()
         for data in (train_set, val_set):
             photos.update(data.source.images.numpy().tobytes())

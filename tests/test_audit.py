@@ -11,14 +11,26 @@ import pandas as pd
 import pytest
 import yaml
 
-from weldnet.params import AuditParams
-from weldnet.audit import (RateEstimate, draw_review_sample, estimate_mislabelling, hidden_counts, hidden_share,
-                           flag_pairs, label_stats, lazy_bound_verdict, parse_verdict, review_counts, review_estimate,
-                           task_class_probs, wilson_bounds, wilson_interval)
-from weldnet.pretraining import drop_suspects
-from weldnet.config import DataError, ParamError, build
-from weldnet.flags import FLAGS
-from weldnet.params import TaskSpec
+from weldnet.audit.estimate import (
+    RateEstimate,
+    draw_review_sample,
+    estimate_mislabelling,
+    flag_pairs,
+    hidden_counts,
+    hidden_share,
+    label_stats,
+    lazy_bound_verdict,
+    parse_verdict,
+    review_counts,
+    review_estimate,
+    task_class_probs,
+    wilson_bounds,
+    wilson_interval,
+)
+from weldnet.core.config import DataError, ParamError, build
+from weldnet.core.flags import FLAGS
+from weldnet.core.params import AuditParams, TaskSpec
+from weldnet.train.pretraining import drop_suspects
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAMP = TaskSpec("clamp_detected", {"no_clamp": ["No Clamp Used"]})
@@ -171,7 +183,7 @@ def one_sided_problem(n: int, shares: list[float], hidden: float, seed: int, vis
 
     Each class c has a score s_c, high (Beta(6, 2)) for a share ``visible`` of its photos
     and low (Beta(2, 6)) for the rest and for every other photo; the class probabilities
-    combine the scores in order as weldnet.audit.task_class_probs does.
+    combine the scores in order as weldnet.audit.estimate.task_class_probs does.
     """
     rng = np.random.default_rng(seed)
     true = rng.choice(len(shares) + 1, size=n, p=[1 - sum(shares), *shares])
@@ -282,7 +294,7 @@ def test_drop_suspects_removes_only_the_chosen_photos():
 
 
 def test_cross_rig_check_runs_when_the_target_rig_is_too_small_to_model():
-    from weldnet.audit_run import cross_rig_check, fit_rig_models
+    from weldnet.audit.run import cross_rig_check, fit_rig_models
 
     rng = np.random.default_rng(0)
     clamp = "No Clamp Used"
@@ -341,8 +353,8 @@ def run_module(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def generated(tmp_path_factory) -> dict[float, Path]:
     """Two tiny exports of the same photos: Redbox labels clean, and with 40% of flawed photos
     recorded flagless (the generator's noise); the clean one takes its labels from the truth file."""
-    from weldnet.params import GenerateSpec, RigCounts, RigShares
-    from weldnet.export import generate
+    from weldnet.core.params import GenerateSpec, RigCounts, RigShares
+    from weldnet.synth.export import generate
 
     base = tmp_path_factory.mktemp("audit")
     noisy, clean = base / "noisy", base / "clean"
@@ -357,7 +369,8 @@ def generated(tmp_path_factory) -> dict[float, Path]:
 
 def run_audit(folder: Path, audit: dict, monkeypatch) -> dict:
     """Ingest and audit ``folder``'s export in-process, with a params.yaml written there."""
-    from stages import audit as audit_stage, ingest as ingest_stage
+    from stages import audit as audit_stage
+    from stages import ingest as ingest_stage
 
     (folder / "params.yaml").write_text(yaml.safe_dump(params_with(audit), sort_keys=False))
     monkeypatch.chdir(folder)

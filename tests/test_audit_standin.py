@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weldnet.audit_standin import FLAG_DIGITS, FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
-from weldnet.flags import FLAGS
+from weldnet.core.flags import FLAGS
+from weldnet.synth.digits import FLAG_DIGITS, FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
 
 
 def test_upscale_makes_dark_ink_on_white_thumbnails():

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 BENCHMARKS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from weldnet import class_stats as cs
+from weldnet.core import class_stats as cs
 
 
 def test_priors_are_class_shares():

@@ -4,15 +4,24 @@ import pandas as pd
 import pytest
 import torch
 
-from weldnet.config import DataError
-from weldnet.data import (PhotoCache, PhotoDataset, ResizedShards, TensorPhotos, build_loader, host_size,
-                          load_split_images, set_loader_epoch, split_dataset)
-from weldnet.losses import build_loss
-from weldnet.models import build_model, resize_uint8
-from weldnet.params import LossParams, ModelParams, SamplingParams, TrainParams
-from weldnet.sampling import EpochSampler, RankBatches
-from weldnet.shards import load_images, plan_shards, read_index, shard_photos, write_order, write_shards
-from weldnet.training import fit, model_input, predict_logits, task_input, validation_scores
+from weldnet.core.config import DataError
+from weldnet.core.params import LossParams, ModelParams, SamplingParams, TrainParams
+from weldnet.photos.dataset import (
+    PhotoCache,
+    PhotoDataset,
+    RankBatches,
+    TensorPhotos,
+    host_size,
+    load_split_images,
+    set_loader_epoch,
+    split_dataset,
+)
+from weldnet.photos.shards import load_images, plan_shards, read_index, shard_photos, write_order, write_shards
+from weldnet.photos.transforms import resize_uint8
+from weldnet.strategies.losses import build_loss
+from weldnet.strategies.models import build_model
+from weldnet.strategies.sampling import EpochSampler, build_loader
+from weldnet.train.training import fit, model_input, predict_logits, task_input, validation_scores
 
 CPU = torch.device("cpu")
 STORED = 24          # the shards' photo size in these tests (preprocess.size)
@@ -183,7 +192,7 @@ def test_rank_batches_split_each_global_batch_and_keep_the_strata():
 
 
 def test_thumbnails_spilled_to_disk_train_the_audit_model_like_thumbnails_in_ram(tmp_path):
-    from weldnet.audit_model import FitSettings, fit_flag_model, predict_flags
+    from weldnet.audit.model import FitSettings, fit_flag_model, predict_flags
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 255, size=(40, 16, 16, 3), dtype=np.uint8)
@@ -220,7 +229,7 @@ def test_the_gpu_cache_holds_stored_photos_on_the_device(shards):
 @cuda
 @pytest.mark.parametrize("mixed", [True, False])
 def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
-    from weldnet.training import precision_for
+    from weldnet.train.training import precision_for
 
     out, split, _ = shards
     device = torch.device("cuda")
@@ -245,7 +254,7 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
 def test_the_cpu_trains_in_float32_channels_last_unless_mixed_precision_is_off():
     import torch
 
-    from weldnet.training import FP32, precision_for
+    from weldnet.train.training import FP32, precision_for
 
     cpu = torch.device("cpu")
     assert precision_for(cpu, True).dtype is None and precision_for(cpu, True).channels_last

@@ -3,10 +3,10 @@ import math
 import numpy as np
 import pytest
 
-from weldnet.config import ParamError
-from weldnet.params import DecisionParams
-from weldnet.decisions import apply_decision, automation, automation_threshold
-from weldnet.metrics import softmax
+from weldnet.core.config import ParamError
+from weldnet.core.metrics import softmax
+from weldnet.core.params import DecisionParams
+from weldnet.strategies.decisions import apply_decision, automation, automation_threshold
 
 
 def test_automation_threshold_by_hand():

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, params_yaml
-from weldnet.shards import plan_shards, write_order, write_shards
+
+from weldnet.photos.shards import plan_shards, write_order, write_shards
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -36,16 +36,16 @@ def batch_logits() -> torch.Tensor:
 def _prior_rank(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
-    from weldnet.distributed import global_sum
-    from weldnet.losses import BayesianCrossEntropy
+    from weldnet.core.distributed import global_sum
+    from weldnet.strategies.losses import BayesianCrossEntropy
 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        mine = np.array_split(np.arange(len(TARGETS)), world)[rank]       # weldnet.sampling.RankBatches' parts
+        mine = np.array_split(np.arange(len(TARGETS)), world)[rank]       # weldnet.photos.dataset.RankBatches' parts
         logits = batch_logits()[mine].clone().requires_grad_()
         loss = BayesianCrossEntropy([4, 1, 1])(logits, torch.tensor(TARGETS)[mine])
         share = len(mine) / len(TARGETS)
-        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.training logs
+        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.train.training logs
         (loss * share).backward()                                            # each rank's part of the gradient
         torch.save({"rows": mine, "value": value, "grad": logits.grad}, Path(out) / f"rank-{rank}.pt")
     finally:
@@ -64,7 +64,7 @@ def test_the_bayesian_prior_is_the_global_batch_s_in_a_2_process_group(tmp_path)
     for part in parts:
         assert part["value"].item() == pytest.approx(hand, rel=1e-12)
     # and the ranks' gradients are the single process's gradient of the global batch, row for row
-    from weldnet.losses import BayesianCrossEntropy
+    from weldnet.strategies.losses import BayesianCrossEntropy
 
     logits = batch_logits().requires_grad_()
     BayesianCrossEntropy([4, 1, 1])(logits, torch.tensor(TARGETS)).backward()

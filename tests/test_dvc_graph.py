@@ -2,11 +2,9 @@
 import ast
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
-
 from dvc_deps import ROOT, code_deps, import_closure, stage_modules
 
 STAGES = stage_modules()
@@ -43,7 +41,7 @@ def test_no_stage_imports_another_stage():
 
 
 @pytest.mark.parametrize("module", ["stages.generate", "stages.ingest", "stages.preprocess", "stages.imbalance",
-                                    "stages.configure", "weldnet.params"])
+                                    "stages.configure", "weldnet.core.params"])
 def test_stages_that_do_not_train_do_not_import_torch(module):
     code = f"import sys, {module}; heavy = [m for m in ('torch', 'cleanlab', 'sklearn') if m in sys.modules]; " \
            "print(','.join(heavy))"

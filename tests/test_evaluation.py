@@ -2,9 +2,15 @@
 import numpy as np
 import pytest
 
-from weldnet.decisions import automation, automation_threshold
-from weldnet.evaluation import (automation_curve, automation_table, by_seed, confusion_counts, confusion_table,
-                                summary_table)
+from weldnet.scoring.evaluation import (
+    automation_curve,
+    automation_table,
+    by_seed,
+    confusion_counts,
+    confusion_table,
+    summary_table,
+)
+from weldnet.strategies.decisions import automation, automation_threshold
 
 
 def test_automation_curve_by_hand():

@@ -7,10 +7,18 @@ import io
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weldnet.flags import FLAGS, canonical_flag, format_flags, parse_flags
-from weldnet.ingest import (Entry, LabelRow, Rejection, check_row, check_rows, decode_labels, parse_label_table,
-                            photo_name)
-from weldnet.manifest import FORMULA_PREFIXES, original_cell, spreadsheet_cell
+from weldnet.core.flags import FLAGS, canonical_flag, format_flags, parse_flags
+from weldnet.photos.ingest import (
+    Entry,
+    LabelRow,
+    Rejection,
+    check_row,
+    check_rows,
+    decode_labels,
+    parse_label_table,
+    photo_name,
+)
+from weldnet.photos.manifest import FORMULA_PREFIXES, original_cell, spreadsheet_cell
 
 PADDING = st.text(alphabet=" \t", max_size=3)
 relaxed = settings(deadline=None)  # no per-example time limit: no flaky failures on a loaded machine

@@ -9,17 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import params_yaml
 from PIL import Image
 
-from conftest import params_yaml
-from weldnet.params import GenerateSpec, RigCounts, RigShares
-from weldnet.export import generate
 from stages.generate import main
-from weldnet.config import DataError, ParamError, build
-from weldnet.flags import FLAGS, PERFECT, RIG_TOTALS, RIGS, TABLE1, parse_flags, table1_share
-from weldnet.scene import FRAME, SOIL, WATER, frame_reach, render_scene, sample_layout, visible_share
-from weldnet.synth import (EXCLUSIVE_GROUPS, flag_model, flagless_share, flags_from_uniforms, missing_flags,
-                           rig_flag_model)
+from weldnet.core.config import DataError, ParamError, build
+from weldnet.core.flags import FLAGS, PERFECT, RIG_TOTALS, RIGS, TABLE1, parse_flags, table1_share
+from weldnet.core.params import GenerateSpec, RigCounts, RigShares
+from weldnet.synth.export import generate
+from weldnet.synth.flags import (
+    EXCLUSIVE_GROUPS,
+    flag_model,
+    flagless_share,
+    flags_from_uniforms,
+    missing_flags,
+    rig_flag_model,
+)
+from weldnet.synth.scene import FRAME, SOIL, WATER, frame_reach, render_scene, sample_layout, visible_share
 
 N_PURE = 200_000
 

@@ -7,17 +7,33 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import params_yaml
 from PIL import Image
 
-from conftest import params_yaml
 from stages import ingest as stage
-from weldnet.config import DataError
-from weldnet.flags import FLAGS
-from weldnet.images import PhotoInfo
-from weldnet.ingest import (MAX_FIELD, Entry, LabelRow, Rejection, build_manifest, check_row, check_rows,
-                            decode_labels, ingest_metrics, line_list, listed_paths, normalise_image_path,
-                            parse_label_table, rejection_summary, rejection_table, spacing_hints, unlisted_photos)
-from weldnet.manifest import read_manifest, spreadsheet_safe, write_manifest
+from weldnet.core.config import DataError
+from weldnet.core.flags import FLAGS
+from weldnet.photos.images import PhotoInfo
+from weldnet.photos.ingest import (
+    MAX_FIELD,
+    Entry,
+    LabelRow,
+    Rejection,
+    build_manifest,
+    check_row,
+    check_rows,
+    decode_labels,
+    ingest_metrics,
+    line_list,
+    listed_paths,
+    normalise_image_path,
+    parse_label_table,
+    rejection_summary,
+    rejection_table,
+    spacing_hints,
+    unlisted_photos,
+)
+from weldnet.photos.manifest import read_manifest, spreadsheet_safe, write_manifest
 
 
 def rows(text: str) -> list[LabelRow]:

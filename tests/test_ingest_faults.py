@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import params_yaml
 from PIL import Image
 
 from stages import ingest as stage
-from weldnet.config import DataError, ParamError
-from weldnet.ingest import REASONS
-from conftest import params_yaml
+from weldnet.core.config import DataError, ParamError
+from weldnet.photos.ingest import REASONS
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_PIXELS = 100_000  # small, so "very large" photos stay cheap to build
@@ -541,7 +541,7 @@ FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def test_cells_a_spreadsheet_would_evaluate_are_neutralised_and_recoverable(tmp_path):
-    from weldnet.manifest import read_manifest
+    from weldnet.photos.manifest import read_manifest
 
     names = ["=cmd.jpg", "+plus.jpg", "-minus.jpg", "@at.jpg", "\ttab.jpg", "'quote.jpg", "plain.jpg"]
     files = {name: encode(photo(seed=30 + k)) for k, name in enumerate(names)}
@@ -561,7 +561,7 @@ def test_cells_a_spreadsheet_would_evaluate_are_neutralised_and_recoverable(tmp_
 
 def test_later_stages_open_the_photos_whose_names_were_neutralised(tmp_path):
     from stages import preprocess
-    from weldnet.shards import read_index
+    from weldnet.photos.shards import read_index
 
     names = ["=cmd.jpg", "-minus.jpg", "'quote.jpg"]
     result = run_rows(tmp_path, [f'"{n}",bluebox,' for n in names],
@@ -575,7 +575,7 @@ def test_later_stages_open_the_photos_whose_names_were_neutralised(tmp_path):
 # ------------------------------------------------------------------ files that change under the pipeline
 
 def test_a_fifo_is_never_opened_as_a_photo(tmp_path):
-    from weldnet.paths import NotRegularFile, read_regular_file
+    from weldnet.core.paths import NotRegularFile, read_regular_file
 
     os.mkfifo(tmp_path / "pipe.jpg")
     with pytest.raises(NotRegularFile, match="not a regular file"):
@@ -621,8 +621,8 @@ def test_preprocess_stops_on_a_photo_replaced_by_a_fifo_without_hanging(ingested
 
 @pytest.mark.parametrize("change", ["fifo", "content", "folder"])
 def test_the_audit_readers_check_each_photo_like_preprocess(ingested_pair, change):
-    from weldnet.manifest import read_manifest
-    from weldnet.photos import load_thumbnails, sheet_thumbnails
+    from weldnet.photos.decode import load_thumbnails, sheet_thumbnails
+    from weldnet.photos.manifest import read_manifest
 
     folder, export = ingested_pair
     manifest = read_manifest(folder / "out/manifest.csv")
@@ -643,8 +643,8 @@ def test_the_audit_readers_check_each_photo_like_preprocess(ingested_pair, chang
 
 
 def test_the_contact_sheets_keep_the_manifests_pixel_limit(ingested_pair):
-    from weldnet.manifest import read_manifest
-    from weldnet.photos import sheet_thumbnails
+    from weldnet.photos.decode import sheet_thumbnails
+    from weldnet.photos.manifest import read_manifest
 
     folder, export = ingested_pair
     manifest = read_manifest(folder / "out/manifest.csv")

@@ -7,13 +7,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weldnet import class_stats
-from weldnet.config import ParamError, build
-from weldnet.losses import (LOSSES, WEIGHTINGS, BayesianCrossEntropy, CrossEntropy, DeferredReweighting,
-                            EffectiveNumber, FocalLoss, HingeLoss, InverseFrequency, LdamLoss, LogitAdjustedLoss,
-                            build_loss)
-from weldnet.params import LossParams, WeightingParams
-from weldnet.decisions import posthoc_logit_adjust, threshold_moving
+from weldnet.core import class_stats
+from weldnet.core.config import ParamError, build
+from weldnet.core.params import LossParams, WeightingParams
+from weldnet.strategies.decisions import posthoc_logit_adjust, threshold_moving
+from weldnet.strategies.losses import (
+    LOSSES,
+    WEIGHTINGS,
+    BayesianCrossEntropy,
+    CrossEntropy,
+    DeferredReweighting,
+    EffectiveNumber,
+    FocalLoss,
+    HingeLoss,
+    InverseFrequency,
+    LdamLoss,
+    LogitAdjustedLoss,
+    build_loss,
+)
 
 LOGITS = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [1.0, -1.0, 0.0], [0.0, 3.0, 0.5], [-0.5, 0.0, 1.5]]
 TARGET = [0, 2, 0, 1, 2]

@@ -1,6 +1,13 @@
 import numpy as np
 
-from weldnet.metrics import accuracy, bootstrap_interval, class_recall, cross_entropy, is_collapsed, per_class_accuracy
+from weldnet.core.metrics import (
+    accuracy,
+    bootstrap_interval,
+    class_recall,
+    cross_entropy,
+    is_collapsed,
+    per_class_accuracy,
+)
 
 
 def test_constant_classifier_scores_high_accuracy_but_half_per_class_accuracy():

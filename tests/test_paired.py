@@ -6,10 +6,24 @@ at about the nominal rate, over many synthetic test sets (the false-positive rat
 import numpy as np
 import pytest
 
-from weldnet.metrics import per_class_accuracy
-from weldnet.paired import (VERDICTS, best_on_validation, bootstrap_p_value, compare, compare_family, holm,
-                            noise_floor, paired_results, paired_table, point_scores, resample_counts,
-                            resampled_scores, score_models, seed_spread, verdict)
+from weldnet.core.metrics import per_class_accuracy
+from weldnet.scoring.paired import (
+    VERDICTS,
+    best_on_validation,
+    bootstrap_p_value,
+    compare,
+    compare_family,
+    holm,
+    noise_floor,
+    paired_results,
+    paired_table,
+    point_scores,
+    resample_counts,
+    resampled_scores,
+    score_models,
+    seed_spread,
+    verdict,
+)
 
 
 def test_resample_counts_draw_each_class_as_often_as_it_has_photos():

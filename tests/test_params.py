@@ -3,18 +3,26 @@ import dataclasses
 
 import pytest
 import yaml
-
-from weldnet.config import ParamError, build
-from weldnet.decisions import DECISIONS
-from weldnet.losses import LOSSES, WEIGHTINGS
-from weldnet.models import HEADS, MODELS
-from weldnet.params import (ARCH_NAMES, DECISION_NAMES, HEAD_NAMES, LOSS_NAMES, SAMPLER_NAMES, SCHEDULE_NAMES,
-                            WEIGHTING_NAMES, Params, check_params)
-from weldnet.resolve import resolve_strategy
-from weldnet.sampling import SAMPLERS
-from weldnet.schedules import SCHEDULES
-
 from conftest import ROOT
+
+from weldnet.core.config import ParamError, build
+from weldnet.core.params import (
+    ARCH_NAMES,
+    DECISION_NAMES,
+    HEAD_NAMES,
+    LOSS_NAMES,
+    SAMPLER_NAMES,
+    SCHEDULE_NAMES,
+    WEIGHTING_NAMES,
+    Params,
+    check_params,
+)
+from weldnet.core.resolve import resolve_strategy
+from weldnet.strategies.decisions import DECISIONS
+from weldnet.strategies.losses import LOSSES, WEIGHTINGS
+from weldnet.strategies.models import HEADS, MODELS
+from weldnet.strategies.sampling import SAMPLERS
+from weldnet.train.schedules import SCHEDULES
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
 PARAMS = check_params(RAW)
@@ -23,7 +31,7 @@ PARAMS = check_params(RAW)
 def test_the_committed_params_yaml_is_valid_and_every_default_is_its_value():
     defaults = Params(task=PARAMS.task, tasks=PARAMS.tasks, strategies=PARAMS.strategies, study=PARAMS.study)
     differ = [f.name for f in dataclasses.fields(Params) if getattr(defaults, f.name) != getattr(PARAMS, f.name)]
-    assert not differ, f"defaults in weldnet/params.py differ from params.yaml in: {differ}"
+    assert not differ, f"defaults in weldnet/core/params.py differ from params.yaml in: {differ}"
 
 
 def test_each_axis_registry_is_keyed_by_exactly_the_declared_names():
@@ -101,7 +109,7 @@ def test_training_settings_change_every_trained_strategy_and_no_reuse_pointer():
 
 
 def test_a_resolved_configuration_builds_back_into_the_typed_one():
-    from weldnet.params import StrategyConfig
+    from weldnet.core.params import StrategyConfig
     config = build(StrategyConfig, resolved(RAW)["svm"], "svm.json")
     assert config.loss == "hinge" and config.pretrained.sha256 == "aa" and config.strategy.freeze == 4
     assert config.model.input_size == PARAMS.model.input_size
@@ -158,7 +166,7 @@ def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_pa
     """The recording view (WELDNET_PARAMS_LOG) behind the exact-params test: reads, asdict and replace."""
     import dataclasses
 
-    from weldnet.params import _record_reads, load_checked_params
+    from weldnet.core.params import _record_reads, load_checked_params
 
     plain = load_checked_params(ROOT / "params.yaml")
     params = _record_reads(plain, tmp_path / "reads.jsonl")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import params_yaml
-from weldnet.config import ParamError, StageError, load_params
-from weldnet.params import check_params
+
+from weldnet.core.config import ParamError, StageError, load_params
+from weldnet.core.params import check_params
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -48,7 +48,7 @@ def assert_one_line_exit_2(done: subprocess.CompletedProcess, *needles: str) -> 
 
 def check_file(tmp_path: Path, data: bytes, *needles: str, **kw) -> str:
     (tmp_path / "params.yaml").write_bytes(data)
-    return assert_one_line_exit_2(run_module(tmp_path, "weldnet.params", **kw), *needles)
+    return assert_one_line_exit_2(run_module(tmp_path, "weldnet.core.params", **kw), *needles)
 
 
 def with_section(**sections) -> dict:
@@ -166,7 +166,7 @@ def test_the_train_stage_refuses_to_delete_outside_the_working_directory(tmp_pat
 
 def write_manifest(repo: Path) -> None:
     """A one-photo manifest (its photo need not exist: the stages clear their outputs first)."""
-    from weldnet.flags import FLAGS
+    from weldnet.core.flags import FLAGS
 
     header = ",".join(["image", "rig", "width", "height", "sha256", *(f'"{f}"' for f in FLAGS)])
     (repo / "manifest.csv").write_text(header + "\na.jpg,bluebox,4,4,00," + ",".join("0" * len(FLAGS)) + "\n")
@@ -202,7 +202,7 @@ def workdir(tmp_path, monkeypatch) -> Path:
 
 
 def test_guarded_delete_removes_declared_outputs_only(workdir, tmp_path):
-    from weldnet.paths import remove_output
+    from weldnet.core.paths import remove_output
 
     (workdir / "models/s/seed-0").mkdir(parents=True)
     (workdir / "models/s/seed-0/model.pt").write_text("w")
@@ -224,7 +224,7 @@ def test_guarded_delete_removes_declared_outputs_only(workdir, tmp_path):
 
 
 def test_dvclive_folders_are_cleared_through_the_guard(workdir, tmp_path):
-    from weldnet.live import DvcLiveLog
+    from weldnet.train.live import DvcLiveLog
 
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside/keep").write_text("x")
@@ -302,7 +302,7 @@ def test_yaml_merge_keys_are_not_duplicates(tmp_path):
 
 def test_a_params_yaml_that_is_a_fifo_is_one_line(tmp_path):
     os.mkfifo(tmp_path / "params.yaml")
-    done = run_module(tmp_path, "weldnet.params", timeout=30)
+    done = run_module(tmp_path, "weldnet.core.params", timeout=30)
     assert_one_line_exit_2(done, "regular file")
 
 

@@ -295,8 +295,8 @@ def test_the_triage_bundle_reproduces_evaluate_and_triages_a_fresh_export(repo: 
     import numpy as np
     import pandas as pd
 
-    from weldnet.export import generate
-    from weldnet.params import GenerateSpec, RigCounts
+    from weldnet.core.params import GenerateSpec, RigCounts
+    from weldnet.synth.export import generate
 
     run([sys.executable, "-m", "dvc", "repro"], repo)
     report = json.loads((repo / "models/triage/triage.json").read_text())
@@ -311,7 +311,7 @@ def test_the_triage_bundle_reproduces_evaluate_and_triages_a_fresh_export(repo: 
     # the inspector's command on the test split's photos gives evaluate's probabilities for that strategy and seed
     split = pd.read_csv(repo / "data/split.csv", dtype={"image": str}, keep_default_na=False)
     test = split.loc[split["split"] == "test", "image"].tolist()
-    run([sys.executable, "-m", "weldnet.triage", *(f"data/export/{image}" for image in test), "--bundle", "models/triage",
+    run([sys.executable, "-m", "weldnet.triage.command", *(f"data/export/{image}" for image in test), "--bundle", "models/triage",
          "--out", "test.csv", "--workers", "1"], repo)
     rows = pd.read_csv(repo / "test.csv", keep_default_na=False).set_index("image")
     predictions = pd.read_csv(repo / "data/predictions.csv", dtype={"image": str}, keep_default_na=False)
@@ -328,7 +328,7 @@ def test_the_triage_bundle_reproduces_evaluate_and_triages_a_fresh_export(repo: 
     # a fresh export the bundle has never seen (another generate.seed), with its labels
     generate(GenerateSpec(seed=99, size=RigCounts(redbox=4, bluebox=40), workers=1), repo / "fresh",
              repo / "fresh-truth.csv")
-    fresh = run([sys.executable, "-m", "weldnet.triage", "fresh", "--bundle", "models/triage", "--out", "fresh.csv",
+    fresh = run([sys.executable, "-m", "weldnet.triage.command", "fresh", "--bundle", "models/triage", "--out", "fresh.csv",
                  "--workers", "1"], repo)
     assert "triage: 44 photos" in fresh.stdout
     assert "labels: 40 labelled photos (4 of other rigs left out)" in fresh.stdout
@@ -382,7 +382,7 @@ def test_report_compares_the_workspace_with_a_base_revision(repo: Path):
     rerun = run([sys.executable, "-m", "dvc", "repro"], repo)
     assert "Running stage 'evaluate'" in rerun.stdout and "Running stage 'train@baseline'" not in rerun.stdout
 
-    done = run([sys.executable, "-m", "weldnet.report", "--base", "HEAD", "--out", "review/report.md"], repo)
+    done = run([sys.executable, "-m", "weldnet.scoring.report", "--base", "HEAD", "--out", "review/report.md"], repo)
     assert "review/report.md" in done.stdout
     report = (repo / "review/report.md").read_text(encoding="utf-8")
     changed = report[report.index("### Params changed"):]

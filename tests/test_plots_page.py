@@ -14,9 +14,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from weldnet.evaluation import automation_curve, automation_table, confusion_counts, confusion_table
-from weldnet.plotting import (accuracy_table, automation_chart, confusion_chart, filter_grid,
-                              per_class_accuracy_chart, tidy_curves, validation_curves_chart, window_mean)
+from weldnet.scoring.evaluation import automation_curve, automation_table, confusion_counts, confusion_table
+from weldnet.scoring.plotting import (
+    accuracy_table,
+    automation_chart,
+    confusion_chart,
+    filter_grid,
+    per_class_accuracy_chart,
+    tidy_curves,
+    validation_curves_chart,
+    window_mean,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

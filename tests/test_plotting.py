@@ -4,9 +4,19 @@ import pandas as pd
 import pytest
 import torch
 
-from weldnet.plotting import (accuracy_table, comparison_chart, filter_mosaic, filter_tiles, first_layer_filters,
-                              read_series, strategy_order, tidy_curves, training_loss_chart,
-                              validation_curves_chart, window_mean)
+from weldnet.scoring.plotting import (
+    accuracy_table,
+    comparison_chart,
+    filter_mosaic,
+    filter_tiles,
+    first_layer_filters,
+    read_series,
+    strategy_order,
+    tidy_curves,
+    training_loss_chart,
+    validation_curves_chart,
+    window_mean,
+)
 
 
 def write_tsv(path, header, rows):

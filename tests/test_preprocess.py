@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import params_yaml
 from PIL import Image
 
 from stages import ingest, preprocess
-from weldnet.config import DataError
-from weldnet.shards import load_images, load_rig, plan_shards, read_index
-from conftest import params_yaml
+from weldnet.core.config import DataError
+from weldnet.photos.shards import load_images, load_rig, plan_shards, read_index
 
 SIZE = 16
 RED, BLUE, WHITE = (200, 30, 30), (30, 30, 200), (255, 255, 255)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from weldnet.report import declared_images, declared_summaries, headline_table, strategy_metrics, table_or
+from weldnet.scoring.report import declared_images, declared_summaries, headline_table, strategy_metrics, table_or
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_the_report_reads_its_images_and_summaries_from_dvc_yaml():
 def test_an_unknown_base_revision_stops_with_one_line(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    done = subprocess.run([sys.executable, "-m", "weldnet.report", "--base", "no-such-branch"], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "weldnet.scoring.report", "--base", "no-such-branch"], cwd=tmp_path,
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [

@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import BatchSampler, DataLoader, TensorDataset
 
-from weldnet.config import ParamError, build
-from weldnet.sampling import SAMPLERS, EpochSampler, epoch_indices
-from weldnet.params import SamplingParams
+from weldnet.core.config import ParamError, build
+from weldnet.core.params import SamplingParams
+from weldnet.strategies.sampling import SAMPLERS, EpochSampler, epoch_indices
 
 # 94% default class, like the report's imbalanced clamp task; two minority classes 3:1
 LABELS = np.repeat([0, 1, 2], [940, 45, 15])

@@ -4,18 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from weldnet.config import ParamError, build
-from weldnet.params import LossParams
-from weldnet.losses import build_loss
-from weldnet.params import ModelParams
-from weldnet.models import build_model
-from weldnet.params import SamplingParams
-from weldnet.data import PhotoDataset
-from weldnet.schedules import SCHEDULES, Run
-from weldnet.training import predict_logits, task_input, validation_scores
-from weldnet.params import ScheduleParams
-from weldnet.params import Strategy
-from weldnet.params import TrainParams
+from weldnet.core.config import ParamError, build
+from weldnet.core.params import LossParams, ModelParams, SamplingParams, ScheduleParams, Strategy, TrainParams
+from weldnet.photos.dataset import PhotoDataset
+from weldnet.strategies.losses import build_loss
+from weldnet.strategies.models import build_model
+from weldnet.train.schedules import SCHEDULES, Run
+from weldnet.train.training import predict_logits, task_input, validation_scores
 
 
 class Interrupted(Exception):
@@ -126,7 +121,7 @@ def test_strategy_schedule_checks():
 
 def test_a_fit_that_ran_before_is_reused_bit_for_bit(tmp_path, capsys):
     """crt's first phase is the standard run: with the standard run's fit stored, crt reuses it and ends the same."""
-    from weldnet.schedules import FitMemo
+    from weldnet.train.schedules import FitMemo
 
     plain, plain_logs, plain_model = run_schedule("crt", ScheduleParams())
     memo = FitMemo(tmp_path / "fits", context="tiny")
@@ -169,9 +164,8 @@ def test_drw_switches_at_a_fraction_of_the_whole_schedule_not_of_each_phase(name
 
 def test_a_drw_fit_is_not_reused_for_a_schedule_of_another_length(tmp_path):
     """With DRW the weights switch at a fraction of the whole schedule: crt's first phase is not the standard run."""
-    from weldnet.schedules import FitMemo
-
-    from weldnet.params import DrwParams, WeightingParams
+    from weldnet.core.params import DrwParams, WeightingParams
+    from weldnet.train.schedules import FitMemo
 
     # switch at half the schedule: epoch 1 of the standard run's 2, epoch 4 of crt's 2 + 5 (after its first phase)
     early = WeightingParams(drw=DrwParams(start=0.5))
@@ -187,7 +181,7 @@ def test_a_drw_fit_is_not_reused_for_a_schedule_of_another_length(tmp_path):
     # and an unweighted fit is another fit than a weighted one
     weighted = FitMemo(tmp_path / "fits", context="tiny")
     model = build_model(ModelParams(width=4, input_size=16), 2)
-    from weldnet.schedules import loss_signature
+    from weldnet.train.schedules import loss_signature
     assert loss_signature(drw([60, 20])) != loss_signature(build_loss("cross_entropy", [60, 20], LossParams()))
     assert weighted.key(model, loss=loss_signature(drw([60, 20]))) != weighted.key(
         model, loss=loss_signature(build_loss("cross_entropy", [60, 20], LossParams())))

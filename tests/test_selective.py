@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from weldnet.class_stats import majority_quota
-from weldnet.params import SamplingParams
-from weldnet.sampling import EpochSampler, draw_generator
-from weldnet.selective import boundary_rows, initial_set, selection_round
+from weldnet.core.class_stats import majority_quota
+from weldnet.core.params import SamplingParams
+from weldnet.strategies.sampling import EpochSampler, draw_generator
+from weldnet.strategies.selective import boundary_rows, initial_set, selection_round
 
 
 def test_initial_set_keeps_every_minority_row_and_the_class0_quota():

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from weldnet.export import generate
-from weldnet.params import GenerateSpec, RigCounts
-from weldnet.photos import decode_resized, load_thumbnails
-from weldnet.progress import Progress
-from weldnet.shards import plan_shards, write_order, write_shards
+from weldnet.core.params import GenerateSpec, RigCounts
+from weldnet.core.progress import Progress
+from weldnet.photos.decode import decode_resized, load_thumbnails
+from weldnet.photos.shards import plan_shards, write_order, write_shards
+from weldnet.synth.export import generate
 
 
 def manifest_of(export, names):

@@ -1,6 +1,13 @@
 """The sweep and all-task tables built from experiment records, on hand-made records."""
-from weldnet.studies import (collapse_onset, escape_epoch, sweep_markdown, sweep_plot, sweep_rows, task_markdown,
-                             task_rows)
+from weldnet.scoring.studies import (
+    collapse_onset,
+    escape_epoch,
+    sweep_markdown,
+    sweep_plot,
+    sweep_rows,
+    task_markdown,
+    task_rows,
+)
 
 
 def record(ratio, share, minority, results, curves=None, task="clamp_detection"):

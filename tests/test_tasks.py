@@ -2,12 +2,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weldnet.config import ParamError, build
-from weldnet.flags import FLAGS
-from weldnet.tasks import REMOVED, assign_classes, impose_imbalance, stratified_split
-from weldnet.params import SPLITS, TaskSpec
-from weldnet.params import ImbalanceParams
-from weldnet.tasks import check_every_class_present, class_counts, split_table
+from weldnet.core.config import ParamError, build
+from weldnet.core.flags import FLAGS
+from weldnet.core.params import SPLITS, ImbalanceParams, TaskSpec
+from weldnet.photos.tasks import (
+    REMOVED,
+    assign_classes,
+    check_every_class_present,
+    class_counts,
+    impose_imbalance,
+    split_table,
+    stratified_split,
+)
 
 
 def flag_table(rows: list[list[str]]) -> pd.DataFrame:
@@ -96,7 +102,8 @@ def test_imbalance_params_are_validated():
         build(ImbalanceParams, {"split": {"train": 0.5, "val": 0.2, "test": 0.2}}, "imbalance")
 
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None)

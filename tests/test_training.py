@@ -5,15 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from weldnet.config import ParamError, TrainingError
-from weldnet.params import LossParams
-from weldnet.losses import build_loss
-from weldnet.params import ModelParams
-from weldnet.models import build_model
-from weldnet.params import SamplingParams
-from weldnet.params import TrainParams
-from weldnet.data import PhotoDataset, build_loader
-from weldnet.training import fit, lr_at, predict_logits, resolve_device, task_input, validation_scores
+from weldnet.core.config import ParamError, TrainingError
+from weldnet.core.params import LossParams, ModelParams, SamplingParams, TrainParams
+from weldnet.photos.dataset import PhotoDataset
+from weldnet.strategies.losses import build_loss
+from weldnet.strategies.models import build_model
+from weldnet.strategies.sampling import build_loader
+from weldnet.train.training import fit, lr_at, predict_logits, resolve_device, task_input, validation_scores
 
 CPU = torch.device("cpu")
 
@@ -139,7 +137,7 @@ def test_tiny_model_learns_the_bright_square():
 
 
 def test_the_normed_head_outputs_cosines():
-    from weldnet.models import NormedLinear
+    from weldnet.strategies.models import NormedLinear
 
     head = NormedLinear(2, 2)
     with torch.no_grad():
@@ -152,5 +150,5 @@ def test_the_normed_head_outputs_cosines():
     logits = model(torch.randn(5, 3, 16, 16))
     assert logits.shape == (5, 3) and logits.abs().max() <= 1.0 + 1e-6
     with pytest.raises(ParamError, match="model.head: unknown name 'cosine'; valid: linear, normed"):
-        from weldnet.config import build
+        from weldnet.core.config import build
         build(ModelParams, {"head": "cosine"}, "model")

@@ -13,17 +13,37 @@ import pytest
 import torch
 from PIL import Image
 
-from weldnet.bundle import (DecisionRule, bundle_info, choose_best, export_gap, export_network, fit_rule,
-                            flaw_scores, load_network, network_logits, read_bundle, readme_text, write_bundle)
-from weldnet.certify import (allowed_misses, binomial_cdf, certified_threshold, clopper_pearson_interval,
-                             clopper_pearson_upper, flawed_needed, triage_report)
-from weldnet.class_stats import priors as class_priors
-from weldnet.config import DataError, ParamError, TrainingError
-from weldnet.decisions import apply_decision, automation_threshold
-from weldnet.models import build_model, resize_uint8
-from weldnet.params import DecisionParams, ModelParams, TaskSpec, check_params, load_params
-from weldnet.training import predict_logits
-from weldnet import triage as cli
+from weldnet.core.class_stats import priors as class_priors
+from weldnet.core.config import DataError, ParamError, TrainingError
+from weldnet.core.params import DecisionParams, ModelParams, TaskSpec, check_params, load_params
+from weldnet.photos.transforms import resize_uint8
+from weldnet.strategies.decisions import apply_decision, automation_threshold
+from weldnet.strategies.models import build_model
+from weldnet.train.training import predict_logits
+from weldnet.triage import command as cli
+from weldnet.triage.bundle import (
+    DecisionRule,
+    bundle_info,
+    choose_best,
+    export_gap,
+    export_network,
+    fit_rule,
+    flaw_scores,
+    load_network,
+    network_logits,
+    read_bundle,
+    readme_text,
+    write_bundle,
+)
+from weldnet.triage.certify import (
+    allowed_misses,
+    binomial_cdf,
+    certified_threshold,
+    clopper_pearson_interval,
+    clopper_pearson_upper,
+    flawed_needed,
+    triage_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = TaskSpec(default="clamp_detected", classes={"no_clamp": ["No Clamp Used"]}, rigs=["bluebox"])
@@ -332,7 +352,7 @@ def test_the_command_gives_one_line_errors(tmp_path, clear_all):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "weldnet.triage", *args], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "weldnet.triage.command", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
 
     result = command(str(tmp_path), "--bundle", str(tmp_path / "nowhere"), "--out", "t.csv")
@@ -366,12 +386,13 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     check allows for the fresh export's own sampling error: its recall must not be
     significantly below the target (one-sided binomial test at 1%).
     """
-    from weldnet.export import generate
-    from weldnet.images import load_resized
-    from weldnet.losses import build_loss
-    from weldnet.params import GenerateSpec, LossParams, RigCounts, SamplingParams, TrainParams
-    from weldnet.data import PhotoDataset, build_loader
-    from weldnet.training import fit, task_input, validation_scores
+    from weldnet.core.params import GenerateSpec, LossParams, RigCounts, SamplingParams, TrainParams
+    from weldnet.photos.dataset import PhotoDataset
+    from weldnet.photos.images import load_resized
+    from weldnet.strategies.losses import build_loss
+    from weldnet.strategies.sampling import build_loader
+    from weldnet.synth.export import generate
+    from weldnet.train.training import fit, task_input, validation_scores
 
     target, confidence = 0.8, 0.95
     generate(GenerateSpec(seed=11, size=RigCounts(redbox=0, bluebox=600), workers=2), tmp_path / "own",

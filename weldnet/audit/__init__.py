@@ -1,0 +1,1 @@
+"""The label audit: the mislabelling estimate, its cheap cross-validated model, its run and the review sheets."""

@@ -1,0 +1,1 @@
+"""Foundations every other package builds on: params and their validation, flags, paths, worker pools, progress, metrics."""

@@ -1,0 +1,1 @@
+"""Scoring: evaluation, paired comparisons, studies, plots and the pull-request report."""

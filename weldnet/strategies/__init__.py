@@ -1,0 +1,1 @@
+"""The strategy axes: losses, samplers, selective under-sampling, initialisation, networks and decision rules."""

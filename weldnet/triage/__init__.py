@@ -1,0 +1,1 @@
+"""Triage: the certified threshold, the bundle and the inspector's command."""
