@@ -329,7 +329,13 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
 
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a ParamError or StageError ends it with one line on stderr and exit code 2."""
+    from weldnet.core.threads import thread_budget
+
     try:
+        try:
+            thread_budget()
+        except ValueError as exc:
+            raise StageError(str(exc)) from None
         main()
     except ParamError as exc:
         print(f"error in params.yaml: {_one_line(str(exc))}", file=sys.stderr)

@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from weldnet.core.threads import thread_budget
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -103,7 +105,7 @@ def start(device: torch.device) -> tuple[Group, torch.device]:
         device = torch.device("cuda", local_rank)
         backend = "nccl"
     else:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(max(1, thread_budget() // local_world))
         backend = "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)

@@ -7,10 +7,11 @@ order of the inputs whatever the number of workers, so outputs never depend on i
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing import get_context
 from typing import TypeVar
+
+from weldnet.core.threads import available_cpus
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,7 +21,7 @@ def worker_count(workers: int) -> int:
     """``workers`` processes, or one per CPU for 0."""
     if workers < 0:
         raise ValueError(f"workers = {workers} must be >= 1, or 0 for one per CPU")
-    return workers or os.cpu_count() or 1
+    return workers or available_cpus()
 
 
 def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunksize: int | None = None,
