@@ -44,10 +44,10 @@ while time.time() < end:
 
 def workload_rate(name: str, seconds: float, warmup: float = 3.0) -> float:
     """Steps per second of ``name`` in this process (called in a child: ``--run NAME``)."""
-    import weldnet  # noqa: F401  (before torch: threads and wait policy as in a stage)
     import torch
     from torch import nn
 
+    import weldnet  # noqa: F401  (before torch: threads and wait policy as in a stage)
     from weldnet.audit.model import tiny_cnn
     from weldnet.core.params import ModelParams
     from weldnet.strategies.models import build_model

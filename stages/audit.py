@@ -28,6 +28,7 @@ from weldnet.core.params import load_checked_params
 from weldnet.core.paths import remove_output
 from weldnet.photos.decode import load_thumbnails
 from weldnet.photos.manifest import read_manifest
+from weldnet.train.training import resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,9 +51,11 @@ def run_audit(args: argparse.Namespace, scratch: Path) -> None:
     manifest = read_manifest(args.manifest)
     sheet = read_review_sheet(Path(cfg.review_sheet), manifest) if cfg.review_sheet else None
     started = time.time()
-    # One torch thread per process: the folds train in audit.workers processes instead,
-    # which is faster on a small CPU and does not collapse when other jobs share it.
-    torch.set_num_threads(1)
+    device = resolve_device(params.device)
+    if device.type == "cpu":
+        # One torch thread per process: the folds train in audit.workers processes instead,
+        # which is faster on a small CPU and does not collapse when other jobs share it.
+        torch.set_num_threads(1)
     for folder in (args.out, args.plots):
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.png" if folder == args.plots else "*.csv"):
@@ -76,7 +79,7 @@ def run_audit(args: argparse.Namespace, scratch: Path) -> None:
     print(f"audit: {len(manifest)} photos read ({loaded - started:.0f} s)")
 
     rig_models = fit_rig_models(thumbs_by_rig, flags_by_rig, cfg, np.random.default_rng(cfg.seed),
-                                transfer={"bluebox": "redbox"})
+                                transfer={"bluebox": "redbox"}, device=device)
     fitted = time.time()
     print(f"audit: {cfg.folds}-fold cross-validation of the audit model on "
           + ", ".join(f"{rig} ({len(m.flag_names)} flags)" for rig, m in rig_models.items())

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from weldnet.audit.estimate import (
@@ -434,3 +435,33 @@ def test_audit_stage_refuses_a_bad_param_in_one_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "audit.folds = 1 is out of range; it must lie in [2, 20]" in lines[0]
+
+
+def test_the_audit_augmentation_flips_exactly_the_drawn_photos():
+    from weldnet.audit.model import _augment
+
+    batch = torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).view(4, 3, 2, 2)
+    got = _augment(batch.clone(), torch.Generator().manual_seed(5))
+    draws = torch.Generator().manual_seed(5)
+    expected = batch.clone()
+    for axis in (-1, -2):                          # the reference: flip the drawn photos in place
+        flip = torch.rand(len(expected), generator=draws) < 0.5
+        expected[flip] = expected[flip].flip(axis)
+    if torch.rand(1, generator=draws).item() < 0.5:
+        expected = expected.transpose(-1, -2)
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_audit_folds_train_on_the_gpu():
+    from weldnet.audit.model import FitSettings, cross_validate
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
+    targets = (rng.random((60, 2)) < 0.3).astype(np.float32)
+    settings = FitSettings(epochs=2, batch_size=16, learning_rate=0.003, weight_decay=0.0, warmup=0.2, width=8)
+    with torch.cuda.device(0):
+        done = cross_validate({"rig": (images, targets)}, 3, settings, np.random.default_rng(1),
+                              device=torch.device("cuda"))
+    probs = done["rig"].oof_probs
+    assert probs.shape == (60, 2) and np.isfinite(probs).all() and ((probs > 0) & (probs < 1)).all()

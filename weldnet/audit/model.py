@@ -71,15 +71,12 @@ class FitSettings:
 
 # NHWC layout: the convolutions of this small net run about 30% faster on a CPU in it.
 CHANNELS_LAST = torch.channels_last
+CPU = torch.device("cpu")
 
 
 def centred(images: torch.Tensor) -> torch.Tensor:
     """uint8 (n, S, S, 3) -> float (n, 3, S, S) centred on 0: the audit model's own input scale."""
     return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(0.5)
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    return centred(torch.from_numpy(np.ascontiguousarray(images)))
 
 
 class Shuffle(Sampler[int]):
@@ -95,13 +92,15 @@ class Shuffle(Sampler[int]):
         return self.n
 
 
-def audit_input(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """uint8 NHWC batch -> centred float NCHW (channels-last), randomly flipped and transposed (``_augment``)."""
-    return _augment(centred(images), generator).contiguous(memory_format=CHANNELS_LAST)
+def audit_input(images: torch.Tensor, generator: torch.Generator, device: torch.device = CPU) -> torch.Tensor:
+    """uint8 NHWC batch -> centred float NCHW (channels-last) on ``device``, randomly flipped and transposed
+    (``_augment``; its draws come from the CPU ``generator``, so every device sees the same flips)."""
+    x = centred(images.to(device, non_blocking=True))
+    return _augment(x, generator).contiguous(memory_format=CHANNELS_LAST)
 
 
 def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSettings, seed: int,
-                   rows: np.ndarray | None = None) -> nn.Module:
+                   rows: np.ndarray | None = None, device: torch.device = CPU) -> nn.Module:
     """Train a tiny CNN with binary cross-entropy on 0/1 flag targets (n, F), with the shared training loop.
 
     ``rows`` (default: all) are the photos trained on: the loader reads them from
@@ -117,7 +116,7 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
     data = PhotoDataset(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(targets.astype(np.float32)))
     if rows is not None:
         data = data.subset(rows)
-    model = tiny_cnn(targets.shape[1], settings.width, images.shape[1]).to(memory_format=CHANNELS_LAST)
+    model = tiny_cnn(targets.shape[1], settings.width, images.shape[1]).to(device, memory_format=CHANNELS_LAST)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     steps = settings.epochs * max(1, -(-len(data) // settings.batch_size))
@@ -131,9 +130,10 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
 
     loader = photo_loader(data, settings.batch_size, Shuffle(len(data), generator))
     loss_fn = nn.BCEWithLogitsLoss()
+    prepare = partial(audit_input, device=device)
     step = 0
     for _ in range(settings.epochs):
-        step = train_one_epoch(model, loss_fn, optimizer, loader, torch.device("cpu"), prepare=audit_input,
+        step = train_one_epoch(model, loss_fn, optimizer, loader, device, prepare=prepare,
                                generator=generator, before_step=before_step, first_step=step,
                                name="audit model", min_batch=2)   # batch norm needs two samples
     model.eval()
@@ -141,10 +141,12 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
 
 
 def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips per photo along each axis; the whole batch transposed half the time."""
+    """Random flips per photo along each axis; the whole batch transposed half the time.
+
+    The draws are made on the CPU generator and sent to the batch's device without waiting for it."""
     for axis in (-1, -2):
-        flip = torch.rand(len(batch), generator=generator) < 0.5
-        batch[flip] = batch[flip].flip(axis)
+        flip = (torch.rand(len(batch), generator=generator) < 0.5).view(-1, 1, 1, 1)
+        batch = torch.where(flip.to(batch.device, non_blocking=True), batch.flip(axis), batch)
     if torch.rand(1, generator=generator).item() < 0.5:
         batch = batch.transpose(-1, -2)
     return batch
@@ -163,7 +165,7 @@ def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, batch_size: int = 256,
-                  rows: np.ndarray | None = None) -> np.ndarray:
+                  rows: np.ndarray | None = None, device: torch.device = CPU) -> np.ndarray:
     """Sigmoid flag probabilities, shape (n, F), averaged over ``models`` and ``views`` flips/transpositions
     of each photo (test-time augmentation: smoother, better ranked probabilities).
 
@@ -171,9 +173,9 @@ def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, b
     rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
     total = np.zeros((len(rows), 0))
     for start in range(0, len(rows), batch_size):
-        x = to_tensor(images[rows[start:start + batch_size]])
+        x = centred(torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]])).to(device))
         out = sum(torch.sigmoid(model.eval()(_dihedral(x, v).contiguous(memory_format=CHANNELS_LAST)))
-                  for model in models for v in range(views)).numpy()
+                  for model in models for v in range(views)).cpu().numpy()
         if start == 0:
             total = np.empty((len(rows), out.shape[1]), dtype=out.dtype)
         total[start:start + len(out)] = out
@@ -209,16 +211,18 @@ class _FoldJob:
 _SHARED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _fit_fold(job: _FoldJob, settings: FitSettings) -> tuple[np.ndarray, np.ndarray | None]:
-    """Train on the ``train`` rows, predict the ``held`` rows (and the transfer set); one thread,
-    so the result depends on the seed only, not on how many processes share the work."""
+def _fit_fold(job: _FoldJob, settings: FitSettings, device: torch.device = CPU) -> tuple[np.ndarray, np.ndarray | None]:
+    """Train on the ``train`` rows, predict the ``held`` rows (and the transfer set). On the CPU with
+    one thread, so the result depends on the seed only, not on how many processes share the work."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         images, targets = _SHARED[job.name]
-        model = fit_flag_model(images, targets, settings, job.seed, rows=job.train)
-        held = predict_flags([model], images, rows=job.held)
-        transfer = None if job.transfer_to is None else predict_flags([model], _SHARED[job.transfer_to][0], views=2)
+        model = fit_flag_model(images, targets, settings, job.seed, rows=job.train, device=device)
+        held = predict_flags([model], images, rows=job.held, device=device)
+        transfer = None if job.transfer_to is None else predict_flags([model], _SHARED[job.transfer_to][0], views=2,
+                                                                      device=device)
         return held, transfer
     finally:
         torch.set_num_threads(threads)
@@ -226,16 +230,18 @@ def _fit_fold(job: _FoldJob, settings: FitSettings) -> tuple[np.ndarray, np.ndar
 
 def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, settings: FitSettings,
                    rng: np.random.Generator, workers: int = 1, transfer: dict[str, str] | None = None,
-                   transfer_images: dict[str, np.ndarray] | None = None) -> dict[str, CrossValidation]:
+                   transfer_images: dict[str, np.ndarray] | None = None,
+                   device: torch.device | None = None) -> dict[str, CrossValidation]:
     """k-fold cross-validation of a tiny CNN on each data set of ``data`` (name -> (images, targets)).
 
     ``transfer`` maps a data set to another (e.g. {"bluebox": "redbox"}) that its fold
     models also predict, averaged over the folds: a model trained on the first,
     applied to the second. All folds of all data sets train in ``workers`` processes of
     one thread each: on a small CPU this is faster than one multi-threaded process, and
-    far faster when other jobs share the CPU.
+    far faster when other jobs share the CPU. On a GPU (``device`` cuda) the folds train one after
+    another in this process, each on the whole card.
     """
-    transfer = transfer or {}
+    transfer, device = transfer or {}, device or CPU
     jobs = []
     for name, (images, _) in data.items():
         ids = fold_ids(len(images), folds, rng)
@@ -250,8 +256,9 @@ def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, s
     with Progress(sum(len(job.train) for job in jobs) * settings.epochs, "audit folds", unit="photo",
                   stream=sys.stdout) as bar:
         try:
-            for job, result in zip(jobs, ordered_map(partial(_fit_fold, settings=settings), jobs, workers,
-                                                     chunksize=1)):
+            fit = partial(_fit_fold, settings=settings, device=device)
+            done = (map(fit, jobs) if device.type != "cpu" else ordered_map(fit, jobs, workers, chunksize=1))
+            for job, result in zip(jobs, done):
                 results.append(result)
                 bar.update(len(job.train) * settings.epochs)
         finally:

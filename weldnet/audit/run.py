@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from weldnet.audit.model import FitSettings, cross_validate
 from weldnet.core.flags import FLAGS
 from weldnet.core.params import AuditParams, TaskSpec
 from weldnet.photos.tasks import assign_classes
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -98,11 +102,12 @@ def modelled_flags(flags: pd.DataFrame, min_count: int) -> list[str]:
 
 
 def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame], cfg: AuditParams,
-                   rng: np.random.Generator, transfer: dict[str, str] | None = None) -> dict[str, RigModel]:
+                   rng: np.random.Generator, transfer: dict[str, str] | None = None,
+                   device: torch.device | None = None) -> dict[str, RigModel]:
     """k-fold cross-validation of the tiny multi-label CNN on each rig's thumbnails.
 
     ``transfer`` (e.g. {"bluebox": "redbox"}): the source rig's fold models also predict
-    the target rig's photos, for the cross-rig check.
+    the target rig's photos, for the cross-rig check. ``device``: where the folds train (default the CPU).
     """
     transfer = transfer or {}
     models, data = {}, {}
@@ -116,7 +121,7 @@ def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame]
     settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.weight_decay, cfg.warmup, cfg.width)
     moves = {source: target for source, target in transfer.items() if source in data and len(thumbs[target])}
     done = cross_validate(data, cfg.folds, settings, rng, cfg.workers, moves,
-                          {target: thumbs[target] for target in moves.values()})
+                          {target: thumbs[target] for target in moves.values()}, device=device)
     for rig, result in done.items():
         models[rig].oof_probs = result.oof_probs
         if result.transfer_probs is not None:

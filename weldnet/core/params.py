@@ -124,7 +124,7 @@ class GenerateSpec:
     seed: int = 2014
     size: RigCounts = field(default_factory=lambda: RigCounts(redbox=3000, bluebox=3000))
     label_noise: RigShares = field(default_factory=lambda: RigShares(redbox=0.10, bluebox=0.0))
-    workers: int = 2
+    workers: int = 0
     camera: RigCameras = field(default_factory=lambda: RigCameras(
         redbox=Camera(blur=1.2, noise=7.0, jpeg_quality=75),
         bluebox=Camera(blur=0.0, noise=2.5, jpeg_quality=85)))
@@ -145,7 +145,7 @@ class GenerateSpec:
 class IngestParams:
     max_pixels: int = 89_478_485  # Pillow's own decompression-bomb default
     strict: bool = False
-    workers: int = 2
+    workers: int = 0
 
     def validate(self, where: str) -> None:
         check_range(self.max_pixels, f"{where}.max_pixels", low=1)
@@ -175,7 +175,7 @@ class AuditParams:
     bootstrap: int = 100             # resamples for the automatic estimate's interval
     suspects_sheet: int = 40         # suspects shown on each contact sheet
     cross_rig_threshold: float = 0.5  # probability from which the Bluebox model predicts a flag
-    workers: int = 2                 # processes decoding thumbnails and training folds
+    workers: int = 0                 # processes decoding thumbnails and training folds
     drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
 
     def validate(self, where: str) -> None:
@@ -207,7 +207,7 @@ class AuditParams:
 class PreprocessParams:
     size: int = 256
     shard_size: int = 1000
-    workers: int = 2
+    workers: int = 0
 
     def validate(self, where: str) -> None:
         check_range(self.size, f"{where}.size", low=8, high=4096)
@@ -517,7 +517,7 @@ class LoaderParams:
     changing it re-runs nothing.
     """
 
-    workers: int = 2           # processes reading photos not held in memory (1: the training process itself)
+    workers: int = 0           # processes reading photos not held in memory (1: the training process itself)
     cache_mb: int = 3072       # photos kept where the model runs (RAM, or GPU memory on CUDA) while they fit
 
     def validate(self, where: str) -> None:
