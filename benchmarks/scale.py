@@ -62,8 +62,25 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def make_repo(folder: Path, sizes: dict[str, int], study: list[str], epochs: int) -> None:
-    """A fresh git + DVC copy of the pipeline with the sizes and the reduced study."""
+def parse_set(items: list[str]) -> dict:
+    """``["model.arch=alexnet", "train.seeds=[0]"]`` -> nested overrides (values read as YAML)."""
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: write it as KEY=VALUE, for example --set model.arch=alexnet")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def make_repo(folder: Path, sizes: dict[str, int], study: list[str] | None, epochs: int | None,
+              overrides: dict | None = None) -> None:
+    """A fresh git + DVC copy of the pipeline with the sizes, the study (None: params.yaml's, with its
+    seeds and epochs) and any ``overrides``."""
     folder.mkdir(parents=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, folder / name)
@@ -71,8 +88,10 @@ def make_repo(folder: Path, sizes: dict[str, int], study: list[str], epochs: int
         shutil.copytree(REPO / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "data").mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = merge(params, {"generate": {"size": sizes}, "study": study,
-                            "train": {"seeds": [0], "epochs": epochs}})
+    params = merge(params, {"generate": {"size": sizes}})
+    if study is not None:
+        params = merge(params, {"study": study, "train": {"seeds": [0], "epochs": epochs}})
+    params = merge(params, overrides or {})
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "GIT_AUTHOR_NAME": "scale", "GIT_AUTHOR_EMAIL": "scale@localhost",
            "GIT_COMMITTER_NAME": "scale", "GIT_COMMITTER_EMAIL": "scale@localhost"}
@@ -157,6 +176,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="share of the report's size (1: 127,655 photos)")
     parser.add_argument("--epochs", type=int, default=3, help="train.epochs of the reduced study")
     parser.add_argument("--skip-reference", action="store_true", help="only the scaled run")
+    parser.add_argument("--only-reference", action="store_true", help="only the default-size run")
+    parser.add_argument("--study", choices=["reduced", "default"], default="reduced",
+                        help="reduced: baseline, bayesian and the default run's best, one seed, --epochs; "
+                             "default: params.yaml's study, seeds and epochs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml override for both runs, e.g. --set model.arch=alexnet (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the exports and shards")
     args = parser.parse_args()
 
@@ -167,17 +192,20 @@ def main() -> None:
     if free_bytes(args.work) < 1.3 * need:
         raise SystemExit(f"{args.work} has {free_bytes(args.work) / 1e9:.1f} GB free; this run needs about "
                          f"{1.3 * need / 1e9:.1f} GB (exports and shards); choose another --work")
-    study = ["baseline", "bayesian", best_strategy()]
-    print(f"study {study}, {args.epochs} epochs, one seed; needs about {need / 1e9:.1f} GB of disk", flush=True)
+    overrides = parse_set(args.set)
+    study = ["baseline", "bayesian", best_strategy()] if args.study == "reduced" else None
+    print(f"study {study or 'of params.yaml'}{f', {args.epochs} epochs, one seed' if study else ''}"
+          f"{f', overrides {overrides}' if overrides else ''}; needs about {need / 1e9:.1f} GB of disk", flush=True)
     report = args.work / "scale.md"
     runs: dict = {}
-    plan = ([] if args.skip_reference else [("reference", DEFAULT)]) + [("scaled", sizes)]
+    plan = ([] if args.skip_reference else [("reference", DEFAULT)]) + ([] if args.only_reference
+                                                                       else [("scaled", sizes)])
     try:
         for name, run_sizes in plan:
             folder = args.work / name
             if folder.exists():
                 shutil.rmtree(folder)
-            make_repo(folder, run_sizes, study, args.epochs)
+            make_repo(folder, run_sizes, study, args.epochs, overrides)
             log = args.work / f"{name}.jsonl"
             log.unlink(missing_ok=True)
             started = time.strftime("%H:%M:%S")
@@ -190,6 +218,8 @@ def main() -> None:
     finally:
         print(header(runs) + table(runs))
         print(f"(written to {report})")
+        (args.work / "scale.json").write_text(json.dumps(
+            {name: {"sizes": s, "stages": entries} for name, (s, entries) in runs.items()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

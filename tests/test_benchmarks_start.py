@@ -18,3 +18,18 @@ def test_each_benchmark_starts(name, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_the_gpu_check_starts_and_summarises(tmp_path):
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "usage: bash benchmarks/gpu_check.sh" in done.stdout
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the check would run for real (benchmarks/gpu_check.sh)")
+    done = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "GPU_CHECK_S": "30"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "no CUDA GPU visible" in done.stdout
+    assert (tmp_path / "out" / "gpu_check.json").exists()
