@@ -142,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, help="JSON lines, one per stage (appended to)")
     parser.add_argument("--table", type=Path, help="print the table of an existing log and exit")
+    parser.add_argument("--json", type=Path, help="also write the run here: total_s, load, cpus and every stage "
+                                                  "(docs/stage_times.json feeds the docs' stage table)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.table:
@@ -155,6 +157,11 @@ def main() -> None:
     print(f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, at end "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; {os.cpu_count()} CPUs")
     print(table(read_log(args.log), total))
+    if args.json:
+        args.json.write_text(json.dumps({"command": " ".join(command), "total_s": round(total, 1),
+                                         "load_start": [round(x, 2) for x in load],
+                                         "load_end": [round(x, 2) for x in os.getloadavg()],
+                                         "cpus": os.cpu_count(), "stages": read_log(args.log)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
