@@ -3,6 +3,7 @@
     python -m benchmarks.audit_accuracy                  # both data sets, noise 0, 2, 5, 10, 20 %
     python -m benchmarks.audit_accuracy --quick          # smoke run: two levels, few photos, short training
     python -m benchmarks.audit_accuracy --data standin --noise 0.1 --set epochs=10
+    python -m benchmarks.audit_accuracy --json docs/audit_accuracy.json   # the docs' table is generated from it
 
 Noise level: the share of flawed photos recorded with no flag at all (params
 ``generate.label_noise``, report section 5.2.5). Data sets:
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import sys
 import tempfile
 import time
@@ -55,6 +58,7 @@ from weldnet.photos.decode import load_thumbnails
 from weldnet.photos.files import read_photos
 from weldnet.photos.images import PhotoInfo
 from weldnet.photos.ingest import build_manifest, check_rows, decode_labels, parse_label_table
+from weldnet.scoring.bench import audit_accuracy_table
 from weldnet.synth.digits import FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
 from weldnet.synth.export import generate
 from weldnet.synth.flags import rig_flag_model, sample_labels
@@ -170,6 +174,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: levels 0 and 10%%, 800 + 800 photos, folds=2 epochs=6 bootstrap=40")
     parser.add_argument("--workdir", type=Path, help="keep the generated export here and reuse it (default: a temp dir)")
+    parser.add_argument("--json", type=Path, help="also write every row here (docs/audit_accuracy.json feeds the docs)")
     args = parser.parse_args()
     overrides = {"folds": 2, "epochs": 6, "bootstrap": 40} if args.quick else {}
     for item in args.set:
@@ -208,6 +213,10 @@ def main() -> None:
         verdict = "met" if within == covered == len(group) else "NOT met"
         print(f"  {data:9s} {task:22s} within {within}/{len(group)}, covered {covered}/{len(group)}, "
               f"worst error {worst}: {verdict}")
+    print("\n" + audit_accuracy_table(rows))
+    if args.json:
+        clean = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in rows]
+        args.json.write_text(json.dumps(clean, indent=1) + "\n")
     print(f"done in {time.time() - started:.0f} s")
 
 

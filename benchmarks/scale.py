@@ -14,7 +14,8 @@ time, CPU time (all of its processes), peak RSS of its largest process and peak
 PSS of its process tree.
 
 The table (``<work>/scale.md``) is rewritten after every stage, so a run stopped
-half-way keeps what it measured. Cost per photo is CPU seconds over the photos the
+half-way keeps what it measured; ``<work>/scale.json`` (or ``--json docs/scale.json``)
+holds the runs the docs' scale table is generated from. Cost per photo is CPU seconds over the photos the
 stage handles (all photos for ingest, audit, preprocess and imbalance; Redbox for
 pretrain; the task's Bluebox photos for train and evaluate), as a ratio to the
 same stage of the reference run (target: at most 1.2; peak RSS: at most 3 GB).
@@ -37,8 +38,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
 
 from stage_times import read_log, run_timed  # noqa: E402
+
+from weldnet.scoring.bench import scale_table  # noqa: E402
 
 PAPER = {"redbox": 113_865, "bluebox": 13_790}
 DEFAULT = {"redbox": 3_000, "bluebox": 3_000}
@@ -103,37 +107,14 @@ def make_repo(folder: Path, sizes: dict[str, int], study: list[str] | None, epoc
         subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
 
 
-def photos_of(stage: str, sizes: dict[str, int]) -> int | None:
-    """The photos a stage handles, for its cost per photo."""
-    if stage in ("ingest", "audit", "preprocess", "imbalance", "generate"):
-        return sum(sizes.values())
-    if stage == "pretrain":
-        return sizes["redbox"]
-    if stage.startswith("train@") or stage == "evaluate":
-        return sizes["bluebox"]
-    return None
-
-
 def table(runs: dict[str, tuple[dict[str, int], list[dict]]]) -> str:
     """Markdown: one row per stage of the scaled run, with the reference run's cost per photo beside it."""
-    ref_sizes, ref = runs.get("reference", ({}, []))
-    scaled_sizes, scaled = runs.get("scaled", ({}, []))
-    ref_by_stage = {e["stage"]: e for e in ref}
-    lines = ["| stage | photos | wall s | CPU s | CPU ms/photo | default CPU ms/photo | ratio | peak RSS MiB "
-             "| peak PSS MiB | load |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for e in scaled or ref:
-        sizes = scaled_sizes if scaled else ref_sizes
-        n = photos_of(e["stage"], sizes)
-        per = e["cpu_s"] / n * 1e3 if n else None
-        r = ref_by_stage.get(e["stage"]) if scaled else None
-        n_ref = photos_of(e["stage"], ref_sizes) if r else None
-        per_ref = r["cpu_s"] / n_ref * 1e3 if r and n_ref else None
-        ratio = f"{per / per_ref:.2f}" if per is not None and per_ref else ""
-        lines.append(f"| {e['stage']} | {n or ''} | {e['wall_s']:.0f} | {e['cpu_s']:.0f} | "
-                     f"{'' if per is None else f'{per:.2f}'} | {'' if per_ref is None else f'{per_ref:.2f}'} | "
-                     f"{ratio} | {e['peak_rss_mib']:.0f} | {e['peak_pss_mib']:.0f} | "
-                     f"{e['load_start']:.1f}-{e['load_end']:.1f} |")
-    return "\n".join(lines) + "\n"
+    return scale_table(as_json(runs))
+
+
+def as_json(runs: dict[str, tuple[dict[str, int], list[dict]]]) -> dict[str, dict]:
+    """The runs as scale.json holds them (and docs/scale.json, which the docs' scale table is generated from)."""
+    return {name: {"sizes": sizes, "stages": entries} for name, (sizes, entries) in runs.items()}
 
 
 def run(name: str, folder: Path, sizes: dict[str, int], log: Path, runs: dict, report: Path) -> float:
@@ -183,6 +164,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml override for both runs, e.g. --set model.arch=alexnet (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the exports and shards")
+    parser.add_argument("--json", type=Path, help="also write the runs here (default <work>/scale.json; "
+                                                  "docs/scale.json feeds the docs' scale table)")
     args = parser.parse_args()
 
     sizes = {rig: max(1, round(n * args.scale)) for rig, n in PAPER.items()}
@@ -218,8 +201,7 @@ def main() -> None:
     finally:
         print(header(runs) + table(runs))
         print(f"(written to {report})")
-        (args.work / "scale.json").write_text(json.dumps(
-            {name: {"sizes": s, "stages": entries} for name, (s, entries) in runs.items()}, indent=2) + "\n")
+        (args.json or args.work / "scale.json").write_text(json.dumps(as_json(runs), indent=2) + "\n")
 
 
 if __name__ == "__main__":
