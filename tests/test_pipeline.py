@@ -275,7 +275,7 @@ def test_a_checkpoint_from_other_code_is_not_resumed(repo: Path):
     """dvc re-runs train after a library change; the stage must retrain, not resume the old run's checkpoint."""
     run([sys.executable, "-m", "dvc", "repro"], repo)
     original = (repo / "params.yaml").read_text()
-    losses = repo / "weldnet" / "losses.py"
+    losses = repo / "weldnet" / "strategies" / "losses.py"
     code = losses.read_text()
     try:
         configure(repo, "cfg-code", train={"epochs": 40, "seeds": [0]})

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import torch
 
-LIBRARY = Path(__file__).resolve().parent
+LIBRARY = Path(__file__).resolve().parents[1]   # the weldnet package, every sub-package included
 
 
 def code_digest(*stage_files: Path) -> str:
     """Digest of the training code: the given stage module(s) and every module of the weldnet library."""
     digest = hashlib.sha256()
-    for path in [*(Path(p).resolve() for p in stage_files), *sorted(LIBRARY.glob("*.py"))]:
-        digest.update(path.name.encode())
+    library = sorted(LIBRARY.rglob("*.py"))
+    for path in [*(Path(p).resolve() for p in stage_files), *library]:
+        digest.update((path.relative_to(LIBRARY).as_posix() if path in library else path.name).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
