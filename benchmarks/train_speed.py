@@ -1,6 +1,6 @@
 """Speed ratios, measured in one run: the training loop against a bare loop, preprocess against plain Pillow.
 
-1. Training: ``weldnet.train.training.fit`` as the train stages run it (a DataLoader over
+1. Training: ``weldnet.train.loop.fit`` as the train stages run it (a DataLoader over
    the cached photos, the strategy's sampler, augmentation, dvclive logging every
    step, validation and a checkpoint every epoch) against a bare loop of the same
    model over the same batches, already prepared in memory (zero_grad, forward,
@@ -53,16 +53,10 @@ def training_ratio(args: argparse.Namespace) -> None:
     from weldnet.strategies.models import build_model
     from weldnet.strategies.sampling import build_loader
     from weldnet.train.checkpoints import checkpoint_io
+    from weldnet.train.device import make_deterministic, precision_for, resolve_device
     from weldnet.train.live import DvcLiveLog
-    from weldnet.train.training import (
-        fit,
-        make_deterministic,
-        precision_for,
-        predict_logits,
-        resolve_device,
-        task_input,
-        validation_scores,
-    )
+    from weldnet.train.loop import FitSettings, fit, task_input
+    from weldnet.train.predict import predict_logits, validation_scores
 
     device = resolve_device(args.device)
     make_deterministic(device)
@@ -91,11 +85,10 @@ def training_ratio(args: argparse.Namespace) -> None:
         loader = build_loader(train, train_y, params.batch_size, "none", 0, SamplingParams())
         save, _ = checkpoint_io(Path("ckpt") / "seed-0.pt", "benchmark")
         log = DvcLiveLog(Path("live"))
-        fit(model, build_loss("cross_entropy", counts, LossParams()), loader,
-            lambda m: validation_scores(predict_logits(m, val, device, args.input_size, params.eval_batch_size,
-                                                       precision=precision), val_y, names),
-            params=params, seed=0, prepare=prepare, device=device, name="benchmark", log=log, save_checkpoint=save,
-            precision=precision)
+        run = FitSettings(device, prepare, lambda m: validation_scores(
+            predict_logits(m, val, device, args.input_size, params.eval_batch_size, precision=precision), val_y, names),
+            log, seed=0, name="benchmark", precision=precision)
+        fit(model, build_loss("cross_entropy", counts, LossParams()), loader, run, params, (save, lambda: None))
         log.close()
 
     # the bare loop's batches: the loop's own epoch orders and augmentation, prepared once, in memory

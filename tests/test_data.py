@@ -21,7 +21,8 @@ from weldnet.photos.transforms import resize_uint8
 from weldnet.strategies.losses import build_loss
 from weldnet.strategies.models import build_model
 from weldnet.strategies.sampling import EpochSampler, build_loader
-from weldnet.train.training import fit, model_input, predict_logits, task_input, validation_scores
+from weldnet.train.loop import FitSettings, fit, task_input
+from weldnet.train.predict import model_input, predict_logits, validation_scores
 
 CPU = torch.device("cpu")
 STORED = 24          # the shards' photo size in these tests (preprocess.size)
@@ -118,11 +119,11 @@ def run_fit(dataset, labels, x_val, y_val, workers=1, size=SIZE):
     loader = build_loader(dataset, labels, params.batch_size, "oversample", 0, SamplingParams(target_ratio=0.7),
                           workers=workers)
     logs = []
-    result = fit(model, build_loss("bayesian", np.bincount(labels).tolist(), LossParams()), loader,
-                 lambda m: validation_scores(predict_logits(m, x_val, CPU, SIZE, 16, workers=workers), y_val,
-                                             ["fine", "flawed"]),
-                 params=params, seed=0, prepare=task_input(SIZE, True), device=CPU, name="t",
-                 log=lambda *a: logs.append(a))
+    run = FitSettings(CPU, task_input(SIZE, True),
+                      lambda m: validation_scores(predict_logits(m, x_val, CPU, SIZE, 16, workers=workers), y_val,
+                                                  ["fine", "flawed"]),
+                      lambda *a: logs.append(a), seed=0, name="t")
+    result = fit(model, build_loss("bayesian", np.bincount(labels).tolist(), LossParams()), loader, run, params)
     return result, logs
 
 
@@ -229,7 +230,7 @@ def test_the_gpu_cache_holds_stored_photos_on_the_device(shards):
 @cuda
 @pytest.mark.parametrize("mixed", [True, False])
 def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
-    from weldnet.train.training import precision_for
+    from weldnet.train.device import precision_for
 
     out, split, _ = shards
     device = torch.device("cuda")
@@ -242,11 +243,12 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
     model = build_model(ModelParams(width=8, input_size=SIZE), 2)
     loader = build_loader(train, labels, 8, "oversample", 0, SamplingParams(target_ratio=0.6), workers=2,
                           pin_memory=True)
-    result = fit(model, build_loss("cross_entropy", np.bincount(labels).tolist(), LossParams()), loader,
-                 lambda m: validation_scores(predict_logits(m, val, device, SIZE, precision=precision), y_val,
-                                             ["fine", "flawed"]),
-                 params=TrainParams(epochs=6, batch_size=8, lr=0.05), seed=0, prepare=task_input(SIZE, True),
-                 device=device, name="cuda", log=lambda *a: None, precision=precision)
+    run = FitSettings(device, task_input(SIZE, True),
+                      lambda m: validation_scores(predict_logits(m, val, device, SIZE, precision=precision), y_val,
+                                                  ["fine", "flawed"]),
+                      lambda *a: None, seed=0, name="cuda", precision=precision)
+    result = fit(model, build_loss("cross_entropy", np.bincount(labels).tolist(), LossParams()), loader, run,
+                 TrainParams(epochs=6, batch_size=8, lr=0.05))
     assert result.scores["val/per_class_accuracy"] > 0.8
     assert all(v.dtype != torch.bfloat16 for v in result.state.values())   # weights stay float32
 
@@ -254,7 +256,7 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
 def test_the_cpu_trains_in_float32_channels_last_unless_mixed_precision_is_off():
     import torch
 
-    from weldnet.train.training import FP32, precision_for
+    from weldnet.train.device import FP32, precision_for
 
     cpu = torch.device("cpu")
     assert precision_for(cpu, True).dtype is None and precision_for(cpu, True).channels_last

@@ -45,7 +45,7 @@ def _prior_rank(rank: int, world: int, init: str, out: str) -> None:
         logits = batch_logits()[mine].clone().requires_grad_()
         loss = BayesianCrossEntropy([4, 1, 1])(logits, torch.tensor(TARGETS)[mine])
         share = len(mine) / len(TARGETS)
-        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.train.training logs
+        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.train.loop logs
         (loss * share).backward()                                            # each rank's part of the gradient
         torch.save({"rows": mine, "value": value, "grad": logits.grad}, Path(out) / f"rank-{rank}.pt")
     finally:
