@@ -246,3 +246,29 @@ def test_training_steps_never_wait_for_the_gpu(photos_on_gpu):
                                torch.Generator().manual_seed(step), step)
     assert [s for s, k, _ in logs if k == "train/loss"] == list(range(3 * len(loader)))
     assert all(math.isfinite(v) for _, k, v in logs if k == "train/loss")
+
+
+def test_the_training_log_is_written_as_dvclive_writes_it(tmp_path, monkeypatch):
+    """The loop's log folder is what `dvc plots` and `dvc metrics` read: dvclive's files, byte for byte."""
+    dvclive = pytest.importorskip("dvclive")
+    from weldnet.train.live import DvcLiveLog
+
+    calls = [(0, "train/loss", 0.6931471824645996), (0, "train/lr", 0.1), (1, "train/loss", float("nan")),
+             (1, "train/lr", 0.05), (1, "val/recall/no_clamp", 1.0), (1, "val/per_class_accuracy", 0.75),
+             (1, "epoch", 1), (2, "train/loss", float("inf")), (3, "epoch", 2)]
+    monkeypatch.chdir(tmp_path)
+    ours = DvcLiveLog(tmp_path / "ours")
+    for call in calls:
+        ours(*call)
+    ours.close()
+    live = dvclive.Live(str(tmp_path / "theirs"), save_dvc_exp=False, dvcyaml=None, report=None)
+    for step, name, value in calls:
+        live.step = step
+        live.log_metric(name, value, plot=True)
+    live.make_summary()
+    live.end()
+    files = sorted(p.relative_to(tmp_path / "theirs") for p in (tmp_path / "theirs").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*") if p.is_file())
+    assert len(files) == 6
+    for name in files:
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes(), name

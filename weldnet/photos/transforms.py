@@ -19,8 +19,9 @@ def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    # built on the CPU and sent without waiting: torch.tensor(..., device=cuda) would wait for the GPU
+    mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
+    std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
     return (x - mean) / std
 
 
