@@ -8,9 +8,10 @@ label cleaning does to transfer. It runs the same training loop as the train
 stages (weldnet.train.loop.fit), with its own optimiser settings (``pretrain``),
 checkpoints as they do and resumes after an interruption.
 
-The Redbox photos are read from the shards; they stay in memory (RAM, or GPU
-memory on CUDA) while they fit ``loader.cache_mb``. With ``train.nproc_per_node``
-> 1 the stage starts itself again under torchrun, as the train stages do.
+The Redbox photos are read from the inputs stage's shards, at the model's input
+size; they stay in memory (RAM, or GPU memory on CUDA) while they fit
+``loader.cache_mb``. With ``train.nproc_per_node`` > 1 the stage starts itself
+again under torchrun, as the train stages do.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
     from weldnet.core.digests import file_digest, fingerprint
     from weldnet.core.distributed import stop
     from weldnet.core.params import SamplingParams
-    from weldnet.photos.dataset import PhotoDataset, ResizedShards, host_size
+    from weldnet.photos.dataset import PhotoDataset, host_size, stored_photos
     from weldnet.photos.manifest import read_manifest
     from weldnet.photos.shards import INDEX, read_index, shard_photos
     from weldnet.strategies.models import build_model
@@ -81,8 +82,8 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
 
     val_rows, train_rows = validation_rows(len(redbox), spec.val_share, np.random.default_rng(spec.seed))
     targets = redbox[flags].to_numpy(dtype=np.float32)
-    photos = ResizedShards(shard_photos(read_index(args.shards / INDEX), args.shards, redbox["image"].tolist()),
-                           host_size(device, model_params.input_size))
+    photos = stored_photos(shard_photos(read_index(args.shards / INDEX), args.shards, redbox["image"].tolist()),
+                           host_size(device, model_params.input_size), args.shards)
     photos = PhotoDataset(setup.cache.hold(photos, "Redbox photos"), torch.from_numpy(targets))
     print(f"pretrain on {len(train_rows)} Redbox photos ({dropped} suspects dropped), {len(flags)} flags"
           + (f", {group.world} processes" if group.world > 1 else ""))

@@ -1,6 +1,6 @@
 """Stage train: train one strategy on the task's training split, once per seed.
 
-    python -m stages.train --config data/strategies/<s>.json --split data/split.csv --shards data/processed \\
+    python -m stages.train --config data/strategies/<s>.json --split data/split.csv --shards data/inputs \\
         --out models/<s> --live dvclive/<s> --checkpoints checkpoints/<s>
 
 Reads the strategy's resolved configuration (written by the configure stage) and

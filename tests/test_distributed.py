@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, params_yaml
 
+from weldnet.photos.inputs import resized_photos
 from weldnet.photos.shards import plan_shards, write_order, write_shards
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -78,7 +79,7 @@ N_PHOTOS, STORED, SIZE = 240, 24, 16
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A working directory holding params.yaml, a split of 240 photos (1 in 6 flawed) and their shards."""
+    """A working directory holding params.yaml, a split of 240 photos (1 in 6 flawed) and their shards (both sizes)."""
     work = tmp_path_factory.mktemp("distributed")
     (work / "params.yaml").write_text(params_yaml())
     rng = np.random.default_rng(0)
@@ -92,6 +93,9 @@ def workdir(tmp_path_factory) -> Path:
     position = {name: k for k, name in enumerate(names)}
     write_shards(work / "processed", ordered, (images[position[n]] for n in ordered["image"]), STORED)
     index.to_csv(work / "processed" / "index.csv", index=False)
+    (work / "inputs").mkdir()                                   # what the inputs stage writes: the model's size
+    write_shards(work / "inputs", ordered, resized_photos(ordered, work / "processed", SIZE), SIZE)
+    index.to_csv(work / "inputs" / "index.csv", index=False)
     pd.DataFrame({"image": names, "rig": "bluebox", "label": labels,
                   "class": np.where(labels == 1, "no_clamp", "clamp_detected"),
                   "split": np.where(np.arange(N_PHOTOS) % 4 == 0, "val", "train")}).to_csv(work / "split.csv",
@@ -106,7 +110,7 @@ def workdir(tmp_path_factory) -> Path:
 
 def train_command(tag: str) -> list[str]:
     return [sys.executable, "-m", "stages.train", "--config", "tiny.json", "--split", "split.csv", "--shards",
-            "processed", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints", f"ckpt-{tag}"]
+            "inputs", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints", f"ckpt-{tag}"]
 
 
 def env() -> dict:
