@@ -22,7 +22,7 @@ def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
     # built on the CPU and sent without waiting: torch.tensor(..., device=cuda) would wait for the GPU
     mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
     std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:

@@ -59,8 +59,11 @@ def task_input(input_size: int, flip: bool) -> Prepare:
     def prepare(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x = model_input(images, input_size)
         if flip:
-            mirror = (torch.rand(len(x), generator=generator) < 0.5).to(x.device, non_blocking=True)
-            x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
+            # drawn on the CPU, so finding the mirrored rows never waits for the GPU
+            mirror = torch.nonzero(torch.rand(len(x), generator=generator) < 0.5).squeeze(1)
+            if len(mirror):
+                mirror = mirror.to(x.device, non_blocking=True)
+                x[mirror] = x[mirror].flip(-1)
         return x
     return prepare
 
