@@ -88,8 +88,8 @@ def training_ratio(args: argparse.Namespace) -> dict:
         run = FitSettings(device, prepare, lambda m: validation_scores(
             predict_logits(m, val, device, args.input_size, params.eval_batch_size, precision=precision), val_y, names),
             log, seed=0, name="benchmark", precision=precision)
-        fit(model, build_loss("cross_entropy", counts, LossParams()), loader, run, params,
-            checkpoint_io(Path("ckpt") / "seed-0.pt", "benchmark"))
+        save, _ = checkpoint_io(Path("ckpt") / "seed-0.pt", "benchmark")     # saved as a run does, never resumed
+        fit(model, build_loss("cross_entropy", counts, LossParams()), loader, run, params, (save, lambda: None))
         log.close()
 
     # the bare loop's batches: the loop's own epoch orders and augmentation, prepared once, in memory;
