@@ -7,7 +7,7 @@ Reads the strategy's resolved configuration (written by the configure stage) and
 no param that changes a result, so it re-runs exactly when that strategy's
 configuration, the split, the photos or the training code change. Writes, per seed, the selected
 weights (best validation per-class accuracy, or the last epoch) and the resolved
-configuration next to them; dvclive logs the training loss every step and the
+configuration next to them; the run log (dvclive's format) has the training loss of every step and the
 validation scores every epoch. A checkpoint is saved under --checkpoints (not a DVC
 output) after the first epoch, then at most every 30 s and after the last epoch, and
 resumed from when the same configuration is run again after an interruption; the

@@ -56,8 +56,10 @@ def _prior_rank(rank: int, world: int, init: str, out: str) -> None:
 def test_the_bayesian_prior_is_the_global_batch_s_in_a_2_process_group(tmp_path):
     import torch.multiprocessing as mp
 
+    # spawned, not forked: a child forked after torch's OpenMP threads ran in this process (any earlier test that
+    # trained) can hang in its first parallel region
     mp.start_processes(_prior_rank, args=(2, f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2,
-                       start_method="fork")
+                       start_method="spawn")
     parts = [torch.load(tmp_path / f"rank-{r}.pt", weights_only=False) for r in range(2)]
     # by hand: class counts (4, 1, 1) over the global batch, K = 3:
     # (1/3) [(1 + 2 + 3 + 1) log 2 / 4 + 1 log 2 / 1 + 2 log 2 / 1] = (19/12) log 2

@@ -42,7 +42,7 @@ class StageSetup:
         return validate
 
     def live_log(self, folder: Path) -> Logger:
-        """A dvclive run in ``folder`` on rank 0 (emptied first); other ranks log nothing."""
+        """The run log in ``folder`` (dvclive's format, emptied first) on rank 0; other ranks log nothing."""
         if not self.group.main:
             return _silent
         from weldnet.train.live import DvcLiveLog
@@ -65,7 +65,7 @@ def stage_setup(device: str, mixed_precision: bool, loader: LoaderParams) -> Sta
 
 
 def close_log(log: Logger) -> None:
-    """End a dvclive run (rank 0's); a silent log has nothing to end."""
+    """Write out the run log (rank 0's); a silent log has nothing to write."""
     close = getattr(log, "close", None)
     if callable(close):
         close()
