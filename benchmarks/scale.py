@@ -195,7 +195,7 @@ def main() -> None:
             wall = run(name, folder, run_sizes, log, runs, report)
             print(f"{name}: dvc repro took {wall:.0f} s (started {started})", flush=True)
             if not args.keep:
-                for heavy in ("data/export", "data/processed"):
+                for heavy in ("data/export", "data/processed", "data/inputs"):
                     shutil.rmtree(folder / heavy, ignore_errors=True)
                 shutil.rmtree(folder / ".dvc" / "cache", ignore_errors=True)
     finally:

@@ -28,7 +28,7 @@ from weldnet.core.params import load_checked_params
 from weldnet.core.paths import remove_output
 from weldnet.photos.decode import load_thumbnails
 from weldnet.photos.manifest import read_manifest
-from weldnet.train.training import resolve_device
+from weldnet.train.device import resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:

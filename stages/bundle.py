@@ -25,7 +25,7 @@ from weldnet.core.params import ModelParams, load_checked_params
 from weldnet.photos.dataset import load_split_images, read_split
 from weldnet.photos.transforms import resize_uint8
 from weldnet.strategies.models import build_model
-from weldnet.train.training import predict_logits
+from weldnet.train.predict import predict_logits
 from weldnet.triage.bundle import (
     bundle_info,
     choose_best,

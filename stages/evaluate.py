@@ -49,7 +49,8 @@ from weldnet.scoring.evaluation import (
 from weldnet.scoring.paired import noise_floor, paired_results, paired_table
 from weldnet.strategies.decisions import apply_decision
 from weldnet.strategies.models import build_model
-from weldnet.train.training import precision_for, predict_logits, resolve_device
+from weldnet.train.device import precision_for, resolve_device
+from weldnet.train.predict import predict_logits
 
 
 def main() -> None:

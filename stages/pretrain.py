@@ -5,18 +5,18 @@ there, then transfer them to the Bluebox task (strategies with ``init: redbox``)
 With ``audit.drop_suspects`` the photos the audit suspects of being mislabelled
 are left out first, so ``dvc exp run -S audit.drop_suspects=true`` measures what
 label cleaning does to transfer. It runs the same training loop as the train
-stages (weldnet.train.training.fit), with its own optimiser settings (``pretrain``),
-checkpoints after every epoch and resumes after an interruption.
+stages (weldnet.train.loop.fit), with its own optimiser settings (``pretrain``),
+checkpoints as they do and resumes after an interruption.
 
-The Redbox photos are read from the shards; they stay in memory (RAM, or GPU
-memory on CUDA) while they fit ``loader.cache_mb``. With ``train.nproc_per_node``
-> 1 the stage starts itself again under torchrun, as the train stages do.
+The Redbox photos are read from the inputs stage's shards, at the model's input
+size; they stay in memory (RAM, or GPU memory on CUDA) while they fit
+``loader.cache_mb``. With ``train.nproc_per_node`` > 1 the stage starts itself
+again under torchrun, as the train stages do.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -51,31 +51,21 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
     from torch import nn
 
     from weldnet.core.digests import file_digest, fingerprint
-    from weldnet.core.distributed import start, stop
+    from weldnet.core.distributed import stop
     from weldnet.core.params import SamplingParams
-    from weldnet.photos.dataset import PhotoCache, PhotoDataset, ResizedShards, host_size
+    from weldnet.photos.dataset import PhotoDataset, host_size, stored_photos
     from weldnet.photos.manifest import read_manifest
-    from weldnet.photos.shards import read_index, shard_photos
+    from weldnet.photos.shards import INDEX, read_index, shard_photos
     from weldnet.strategies.models import build_model
     from weldnet.strategies.sampling import build_loader
     from weldnet.train.checkpoints import checkpoint_io, code_digest
-    from weldnet.train.live import DvcLiveLog
+    from weldnet.train.loop import FitSettings, fit, task_input
     from weldnet.train.pretraining import balanced_accuracy_per_flag, common_flags, drop_suspects, validation_rows
-    from weldnet.train.training import (
-        fit,
-        make_deterministic,
-        precision_for,
-        predict_logits,
-        resolve_device,
-        task_input,
-    )
+    from weldnet.train.setup import close_log, stage_setup
 
-    spec, model_params, loader_params = params.pretrain, params.model, params.loader
-    group, device = start(resolve_device(params.device))
-    if not group.main:                       # one voice: rank 0 prints, every rank still reports errors
-        sys.stdout = open(os.devnull, "w")
-    make_deterministic(device)
-    precision = precision_for(device, model_params.mixed_precision)
+    spec, model_params = params.pretrain, params.model
+    setup = stage_setup(params.device, model_params.mixed_precision, params.loader)
+    group, device = setup.group, setup.device
 
     manifest = read_manifest(args.manifest)
     redbox = manifest[manifest["rig"] == "redbox"].reset_index(drop=True)
@@ -92,18 +82,13 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
 
     val_rows, train_rows = validation_rows(len(redbox), spec.val_share, np.random.default_rng(spec.seed))
     targets = redbox[flags].to_numpy(dtype=np.float32)
-    index = read_index(args.shards / "index.csv")
-    photos = ResizedShards(shard_photos(index, args.shards, redbox["image"].tolist()),
-                           host_size(device, model_params.input_size))
-    cache = PhotoCache(loader_params.cache_mb, device, loader_params.workers)
-    photos = PhotoDataset(cache.hold(photos, "Redbox photos"), torch.from_numpy(targets))
+    photos = stored_photos(shard_photos(read_index(args.shards / INDEX), args.shards, redbox["image"].tolist()),
+                           host_size(device, model_params.input_size), args.shards)
+    photos = PhotoDataset(setup.cache.hold(photos, "Redbox photos"), torch.from_numpy(targets))
     print(f"pretrain on {len(train_rows)} Redbox photos ({dropped} suspects dropped), {len(flags)} flags"
           + (f", {group.world} processes" if group.world > 1 else ""))
-    val = photos.subset(val_rows)
 
-    def validate(model: nn.Module) -> dict[str, float]:
-        logits = predict_logits(model, val, device, model_params.input_size, spec.eval_batch_size,
-                                workers=loader_params.workers, precision=precision)
+    def score(logits: np.ndarray) -> dict[str, float]:
         balanced = balanced_accuracy_per_flag(logits, targets[val_rows])
         return {MEAN_BALANCED: float(np.nanmean(balanced)),
                 **{f"val/balanced_accuracy/{flag}": float(b) for flag, b in zip(flags, balanced)}}
@@ -111,19 +96,19 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
     torch.manual_seed(spec.seed)
     model = build_model(model_params, len(flags))
     loader = build_loader(photos.subset(train_rows), np.zeros(len(train_rows), dtype=np.int64), spec.batch_size,
-                          "none", spec.seed, SamplingParams(), workers=loader_params.workers,
+                          "none", spec.seed, SamplingParams(), workers=setup.workers,
                           pin_memory=device.type == "cuda", rank=group.rank, world=group.world)
     run_fingerprint = fingerprint(asdict(spec), asdict(model_params), flags, dropped,
                                   file_digest(args.manifest), code_digest(Path(__file__)),
                                   *([group.world] if group.world > 1 else []))
-    save, load = checkpoint_io(args.checkpoints / "pretrain.pt", run_fingerprint)
-    log = DvcLiveLog(args.live) if group.main else (lambda *_: None)
-    result = fit(model, nn.BCEWithLogitsLoss(), loader, validate, params=spec, seed=spec.seed,
-                 prepare=task_input(model_params.input_size, spec.flip), device=device, name="pretrain", log=log,
-                 rank=lambda scores: (scores[MEAN_BALANCED],), save_checkpoint=save, checkpoint=load(),
-                 precision=precision)
+    log = setup.live_log(args.live)
+    run = FitSettings(device, task_input(model_params.input_size, spec.flip),
+                      setup.validator(photos.subset(val_rows), model_params.input_size, spec.eval_batch_size, score),
+                      log, spec.seed, "pretrain", setup.precision, rank=lambda scores: (scores[MEAN_BALANCED],))
+    result = fit(model, nn.BCEWithLogitsLoss(), loader, run, spec,
+                 checkpoint_io(args.checkpoints / "pretrain.pt", run_fingerprint))
+    close_log(log)
     if group.main:
-        log.close()
         args.out.mkdir(parents=True, exist_ok=True)
         torch.save(result.state, args.out / "redbox.pt")
         report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped, "model": asdict(model_params),

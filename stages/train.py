@@ -1,16 +1,17 @@
 """Stage train: train one strategy on the task's training split, once per seed.
 
-    python -m stages.train --config data/strategies/<s>.json --split data/split.csv --shards data/processed \\
+    python -m stages.train --config data/strategies/<s>.json --split data/split.csv --shards data/inputs \\
         --out models/<s> --live dvclive/<s> --checkpoints checkpoints/<s>
 
 Reads the strategy's resolved configuration (written by the configure stage) and
 no param that changes a result, so it re-runs exactly when that strategy's
 configuration, the split, the photos or the training code change. Writes, per seed, the selected
 weights (best validation per-class accuracy, or the last epoch) and the resolved
-configuration next to them; dvclive logs the training loss every step and the
-validation scores every epoch. A checkpoint is saved after each epoch under
---checkpoints (not a DVC output) and resumed from when the same configuration is
-run again after an interruption; the stage removes it once the strategy has trained.
+configuration next to them; the run log (dvclive's format) has the training loss of every step and the
+validation scores every epoch. A checkpoint is saved under --checkpoints (not a DVC
+output) after the first epoch, then at most every 30 s and after the last epoch, and
+resumed from when the same configuration is run again after an interruption; the
+stage removes it once the strategy has trained.
 
 From params.yaml it reads only ``loader`` (how photos are read, which never
 changes a result). With ``train.nproc_per_node`` > 1 it starts itself again under
@@ -21,15 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from weldnet.core.config import DataError, build, run_stage
 from weldnet.core.distributed import relaunch
 from weldnet.core.params import StrategyConfig, load_checked_params
 from weldnet.core.paths import remove_output
+
+if TYPE_CHECKING:
+    from weldnet.photos.dataset import PhotoDataset
+    from weldnet.train.memo import FitMemo
+    from weldnet.train.setup import StageSetup
 
 
 def read_config(path: Path) -> StrategyConfig:
@@ -93,113 +99,106 @@ def main() -> None:
 
 
 def train(args: argparse.Namespace, config: StrategyConfig) -> None:
-    import hashlib
-
     import numpy as np
     import torch
 
     from weldnet.core.digests import file_digest, fingerprint
-    from weldnet.core.distributed import start, stop
-    from weldnet.photos.dataset import PhotoCache, host_size, read_split, split_dataset
-    from weldnet.photos.dataset import class_names as split_class_names
-    from weldnet.photos.shards import read_index
+    from weldnet.core.distributed import stop
+    from weldnet.photos.dataset import class_names, host_size, read_split, split_dataset
+    from weldnet.photos.shards import INDEX, read_index
     from weldnet.strategies.losses import build_loss
     from weldnet.strategies.models import build_model
     from weldnet.strategies.transfer import initialise
     from weldnet.train.checkpoints import checkpoint_io, code_digest
-    from weldnet.train.live import DvcLiveLog
-    from weldnet.train.schedules import SCHEDULES, FitMemo, Run
-    from weldnet.train.training import (
-        make_deterministic,
-        precision_for,
-        predict_logits,
-        resolve_device,
-        task_input,
-        validation_scores,
-    )
+    from weldnet.train.loop import FitSettings, task_input
+    from weldnet.train.predict import validation_scores
+    from weldnet.train.schedules import SCHEDULES, Run
+    from weldnet.train.setup import close_log, stage_setup
 
-    strategy = config.strategy
-    loader = load_checked_params().loader    # how photos are read: never changes a result, so not a dep
-    model_params, train_params = config.model, config.train
-    group, device = start(resolve_device(config.device))
-    if not group.main:                       # one voice: rank 0 prints, every rank still reports errors
-        sys.stdout = open(os.devnull, "w")
-    make_deterministic(device)
-    precision = precision_for(device, model_params.mixed_precision)
+    strategy, model_params = config.strategy, config.model
+    setup = stage_setup(config.device, model_params.mixed_precision, load_checked_params().loader)
+    device, main = setup.device, setup.group.main
 
     split = read_split(args.split)
-    class_names = split_class_names(split)
-    index = read_index(args.shards / "index.csv")
-    cache = PhotoCache(loader.cache_mb, device, loader.workers)
+    classes = class_names(split)
+    index = read_index(args.shards / INDEX)
     size = host_size(device, model_params.input_size)
-    train_set, train_y = split_dataset(split, index, args.shards, "train", size, cache)
-    val_set, val_y = split_dataset(split, index, args.shards, "val", size, cache)
-    counts = np.bincount(train_y, minlength=len(class_names)).tolist()
+    train_set, train_y = split_dataset(split, index, args.shards, "train", size, setup.cache)
+    val_set, val_y = split_dataset(split, index, args.shards, "val", size, setup.cache)
+    counts = np.bincount(train_y, minlength=len(classes)).tolist()
+    world = setup.group.world
     print(f"strategy {config.name}: loss {config.loss}, weighting {strategy.weighting}, sampler {strategy.sampler}, "
           f"schedule {strategy.schedule}, {model_params.arch} at {model_params.input_size}px on {device}"
-          + (f" ({group.world} processes)" if group.world > 1 else "")
-          + f"; train counts {dict(zip(class_names, counts))}")
+          + (f" ({world} processes)" if world > 1 else "") + f"; train counts {dict(zip(classes, counts))}")
 
-    record = asdict(config)
-    record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
-              **record, "classes": class_names, "train_counts": counts, "device": str(device)}
-    if group.world > 1:
-        record["world_size"] = group.world
-    code = code_digest(Path(__file__))
-    data_digest = file_digest(args.split)
+    code, data_digest = code_digest(Path(__file__)), file_digest(args.split)
     source = pretrained_state(config)
-    if group.main:
+    if main:
         remove_output(args.out)
         args.out.mkdir(parents=True)
+    validate = setup.validator(val_set, model_params.input_size, config.train.eval_batch_size,
+                               lambda logits: validation_scores(logits, val_y, classes))
+    memo = fit_memo(args.fits, config, train_set, val_set, classes, code, setup) if args.fits else None
 
-    def validate(model: torch.nn.Module) -> dict[str, float]:
-        logits = predict_logits(model, val_set, device, model_params.input_size, train_params.eval_batch_size,
-                                workers=loader.workers, precision=precision)
-        return validation_scores(logits, val_y, class_names)
-
-    memo = None
-    if args.fits is not None and train_set.in_memory and val_set.in_memory and device.type == "cpu":
-        # a fit is decided by these, its own settings and its starting weights (weldnet.train.schedules.FitMemo)
-        photos = hashlib.sha256()
-        for data in (train_set, val_set):
-            photos.update(data.source.images.numpy().tobytes())
-            photos.update(data.targets.numpy().tobytes())
-        loss_params = getattr(config.losses, config.loss, None)
-        memo = FitMemo(args.fits, fingerprint(config.loss, None if loss_params is None else asdict(loss_params),
-                                              asdict(model_params), str(device), group.world, code,
-                                              photos.hexdigest(), class_names),
-                       write=group.main)
+    def make_loss(counts_: list[int]) -> torch.nn.Module:
+        return build_loss(config.loss, counts_, config.losses, weighting=strategy.weighting,
+                          weightings=config.weightings)
 
     summary = {}
-    for seed in train_params.seeds:
+    for seed in config.train.seeds:
         torch.manual_seed(seed)
-        model = build_model(model_params, len(class_names))
+        model = build_model(model_params, len(classes))
         if source is not None:
             print("  " + initialise(model, strategy, source))
         run_fingerprint = fingerprint(asdict(config), seed, data_digest, code,
-                                      *([group.world] if group.world > 1 else []))
-        log = DvcLiveLog(args.live / f"seed-{seed}") if group.main else (lambda *_: None)
-        run = Run(train_set, train_y, validate, params=train_params, sampler=strategy.sampler,
-                  sampling=config.sampling, seed=seed, prepare=task_input(model_params.input_size, train_params.flip),
-                  input_size=model_params.input_size, class_names=class_names, device=device,
-                  name=config.name, log=log,
-                  make_loss=lambda counts_: build_loss(config.loss, counts_, config.losses,
-                                                       weighting=strategy.weighting, weightings=config.weightings),
+                                      *([world] if world > 1 else []))
+        log = setup.live_log(args.live / f"seed-{seed}")
+        loop = FitSettings(device, task_input(model_params.input_size, config.train.flip), validate, log, seed,
+                           config.name, setup.precision)
+        run = Run(train_set, train_y, loop, config.train, strategy.sampler, config.sampling,
+                  model_params.input_size, len(classes), make_loss,
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
-                  workers=loader.workers, precision=precision, memo=memo)
+                  workers=setup.workers, memo=memo)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
-        if group.main:
-            log.close()
-            seed_dir = args.out / f"seed-{seed}"
-            seed_dir.mkdir()
-            torch.save(result.state, seed_dir / "model.pt")
+        close_log(log)
+        if main:
+            (args.out / f"seed-{seed}").mkdir()
+            torch.save(result.state, args.out / f"seed-{seed}" / "model.pt")
         summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
-    if group.main:
-        (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
+    if main:
+        record = asdict(config)
+        record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
+                  **record, "classes": classes, "train_counts": counts, "device": str(device),
+                  **({"world_size": world} if world > 1 else {}), "seeds": summary}
+        (args.out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
         remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
     stop()
+
+
+def fit_memo(folder: Path, config: StrategyConfig, train_set: PhotoDataset, val_set: PhotoDataset, classes: list[str],
+             code: str, setup: StageSetup) -> FitMemo | None:
+    """The finished fits a strategy may reuse (weldnet.train.memo.FitMemo), keyed by what decides a fit here.
+
+    Only on the CPU with both splits in memory: there a fit's numbers depend on these alone.
+    """
+    import hashlib
+
+    from weldnet.core.digests import fingerprint
+    from weldnet.train.memo import FitMemo
+
+    if not (train_set.in_memory and val_set.in_memory and setup.device.type == "cpu"):
+        return None
+    photos = hashlib.sha256()
+    for data in (train_set, val_set):
+        photos.update(data.source.images.numpy().tobytes())
+        photos.update(data.targets.numpy().tobytes())
+    loss_params = getattr(config.losses, config.loss, None)
+    return FitMemo(folder, fingerprint(config.loss, None if loss_params is None else asdict(loss_params),
+                                       asdict(config.model), str(setup.device), setup.group.world, code,
+                                       photos.hexdigest(), classes),
+                   write=setup.group.main)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ from weldnet.photos.dataset import (
     set_loader_epoch,
     split_dataset,
 )
+from weldnet.photos.inputs import resized_photos
 from weldnet.photos.shards import load_images, plan_shards, read_index, shard_photos, write_order, write_shards
 from weldnet.photos.transforms import resize_uint8
 from weldnet.strategies.losses import build_loss
 from weldnet.strategies.models import build_model
 from weldnet.strategies.sampling import EpochSampler, build_loader
-from weldnet.train.training import fit, model_input, predict_logits, task_input, validation_scores
+from weldnet.train.loop import FitSettings, fit, task_input
+from weldnet.train.predict import model_input, predict_logits, validation_scores
 
 CPU = torch.device("cpu")
 STORED = 24          # the shards' photo size in these tests (preprocess.size)
@@ -29,8 +31,8 @@ SIZE = 16            # the model's input size
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """90 bluebox photos (class 1: a bright square) in shards of 20, and the split table."""
+def processed(tmp_path_factory):
+    """90 bluebox photos (class 1: a bright square) in shards of 20 at the stored size, and the split table."""
     out = tmp_path_factory.mktemp("processed")
     rng = np.random.default_rng(0)
     n = 90
@@ -49,14 +51,42 @@ def shards(tmp_path_factory):
     return out, split, images
 
 
+@pytest.fixture(scope="module")
+def shards(processed, tmp_path_factory):
+    """The same photos at the model's input size, as the inputs stage writes them (data/inputs)."""
+    stored, split, images = processed
+    out = tmp_path_factory.mktemp("inputs")
+    ordered = write_order(read_index(stored / "index.csv"))
+    write_shards(out, ordered, resized_photos(ordered, stored, SIZE), SIZE)
+    (out / "index.csv").write_bytes((stored / "index.csv").read_bytes())
+    return out, split, images
+
+
 def datasets(shards, cache_mb: float):
     out, split, _ = shards
     cache = PhotoCache(cache_mb, CPU, workers=2)
     return split_dataset(split, read_index(out / "index.csv"), out, "train", SIZE, cache)
 
 
-def test_shard_reads_match_the_whole_array_and_catch_a_missing_photo(shards):
-    out, split, images = shards
+def test_the_inputs_stage_stores_every_photo_as_resizing_it_on_read_would(processed, tmp_path, monkeypatch):
+    from conftest import params_yaml
+
+    from stages import inputs
+
+    stored, _, images = processed
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(params_yaml(model={"input_size": SIZE}))
+    inputs.main(["--shards", str(stored), "--out", "inputs"])
+    index = read_index(tmp_path / "inputs" / "index.csv")
+    assert (tmp_path / "inputs" / "index.csv").read_bytes() == (stored / "index.csv").read_bytes()
+    names = [f"b/{k}.jpg" for k in range(len(images))]
+    assert torch.equal(torch.from_numpy(load_images(index, tmp_path / "inputs", names)),
+                       resize_uint8(torch.from_numpy(images), SIZE))
+    assert sorted(p.name for p in (tmp_path / "inputs").iterdir()) == sorted(p.name for p in stored.iterdir())
+
+
+def test_shard_reads_match_the_whole_array_and_catch_a_missing_photo(processed):
+    out, split, images = processed
     index = read_index(out / "index.csv")
     wanted = ["b/77.jpg", "b/3.jpg", "b/3.jpg", "b/41.jpg"]
     photos = shard_photos(index, out, wanted)
@@ -118,11 +148,11 @@ def run_fit(dataset, labels, x_val, y_val, workers=1, size=SIZE):
     loader = build_loader(dataset, labels, params.batch_size, "oversample", 0, SamplingParams(target_ratio=0.7),
                           workers=workers)
     logs = []
-    result = fit(model, build_loss("bayesian", np.bincount(labels).tolist(), LossParams()), loader,
-                 lambda m: validation_scores(predict_logits(m, x_val, CPU, SIZE, 16, workers=workers), y_val,
-                                             ["fine", "flawed"]),
-                 params=params, seed=0, prepare=task_input(SIZE, True), device=CPU, name="t",
-                 log=lambda *a: logs.append(a))
+    run = FitSettings(CPU, task_input(SIZE, True),
+                      lambda m: validation_scores(predict_logits(m, x_val, CPU, SIZE, 16, workers=workers), y_val,
+                                                  ["fine", "flawed"]),
+                      lambda *a: logs.append(a), seed=0, name="t")
+    result = fit(model, build_loss("bayesian", np.bincount(labels).tolist(), LossParams()), loader, run, params)
     return result, logs
 
 
@@ -142,18 +172,20 @@ def test_the_shard_backed_path_trains_the_same_weights_as_the_cached_one(shards)
         assert all(torch.equal(first.state[k], again.state[k]) for k in first.state)
 
 
-def test_resizing_on_the_device_gives_the_inputs_of_resizing_as_read(shards):
-    """CUDA keeps photos at their stored size and resizes on the GPU; the same formula as the CPU's read path."""
+def test_the_inputs_stage_photos_are_what_resizing_on_the_device_gives(shards, processed):
+    """A batch stored at another size is resized where the model runs, by the inputs stage's formula."""
     out, split, _ = shards
     index = read_index(out / "index.csv")
     as_read, _ = split_dataset(split, index, out, "train", SIZE, PhotoCache(64, CPU))
-    stored, _ = split_dataset(split, index, out, "train", None, PhotoCache(64, CPU))
+    stored, _ = split_dataset(split, index, processed[0], "train", None, PhotoCache(64, CPU))
     assert stored.source.images.shape[1:] == (STORED, STORED, 3)
     rows = np.arange(len(as_read))
     x_read, _ = as_read.__getitems__(rows)
     x_stored, _ = stored.__getitems__(rows)
     assert torch.equal(model_input(x_read, SIZE), model_input(x_stored, SIZE))
     assert host_size(CPU, SIZE) == SIZE and host_size(torch.device("cuda"), SIZE) is None
+    with pytest.raises(DataError, match=f"holds {STORED}px photos where {SIZE}px are needed.*data/inputs"):
+        split_dataset(split, index, processed[0], "train", SIZE, PhotoCache(64, CPU))
 
 
 def test_subsets_share_the_photos_and_compose(shards):
@@ -214,8 +246,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 @cuda
-def test_the_gpu_cache_holds_stored_photos_on_the_device(shards):
-    out, split, _ = shards
+def test_the_gpu_cache_holds_stored_photos_on_the_device(shards, processed):
+    out, split, _ = processed
     device = torch.device("cuda")
     data, _ = split_dataset(split, read_index(out / "index.csv"), out, "train", host_size(device, SIZE),
                             PhotoCache(64, device))
@@ -228,10 +260,10 @@ def test_the_gpu_cache_holds_stored_photos_on_the_device(shards):
 
 @cuda
 @pytest.mark.parametrize("mixed", [True, False])
-def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
-    from weldnet.train.training import precision_for
+def test_training_on_cuda_with_and_without_mixed_precision(processed, mixed):
+    from weldnet.train.device import precision_for
 
-    out, split, _ = shards
+    out, split, _ = processed
     device = torch.device("cuda")
     index = read_index(out / "index.csv")
     precision = precision_for(device, mixed)
@@ -242,11 +274,12 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
     model = build_model(ModelParams(width=8, input_size=SIZE), 2)
     loader = build_loader(train, labels, 8, "oversample", 0, SamplingParams(target_ratio=0.6), workers=2,
                           pin_memory=True)
-    result = fit(model, build_loss("cross_entropy", np.bincount(labels).tolist(), LossParams()), loader,
-                 lambda m: validation_scores(predict_logits(m, val, device, SIZE, precision=precision), y_val,
-                                             ["fine", "flawed"]),
-                 params=TrainParams(epochs=6, batch_size=8, lr=0.05), seed=0, prepare=task_input(SIZE, True),
-                 device=device, name="cuda", log=lambda *a: None, precision=precision)
+    run = FitSettings(device, task_input(SIZE, True),
+                      lambda m: validation_scores(predict_logits(m, val, device, SIZE, precision=precision), y_val,
+                                                  ["fine", "flawed"]),
+                      lambda *a: None, seed=0, name="cuda", precision=precision)
+    result = fit(model, build_loss("cross_entropy", np.bincount(labels).tolist(), LossParams()), loader, run,
+                 TrainParams(epochs=6, batch_size=8, lr=0.05))
     assert result.scores["val/per_class_accuracy"] > 0.8
     assert all(v.dtype != torch.bfloat16 for v in result.state.values())   # weights stay float32
 
@@ -254,7 +287,7 @@ def test_training_on_cuda_with_and_without_mixed_precision(shards, mixed):
 def test_the_cpu_trains_in_float32_channels_last_unless_mixed_precision_is_off():
     import torch
 
-    from weldnet.train.training import FP32, precision_for
+    from weldnet.train.device import FP32, precision_for
 
     cpu = torch.device("cpu")
     assert precision_for(cpu, True).dtype is None and precision_for(cpu, True).channels_last

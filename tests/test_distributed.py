@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import ROOT, params_yaml
 
+from weldnet.photos.inputs import resized_photos
 from weldnet.photos.shards import plan_shards, write_order, write_shards
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -45,7 +46,7 @@ def _prior_rank(rank: int, world: int, init: str, out: str) -> None:
         logits = batch_logits()[mine].clone().requires_grad_()
         loss = BayesianCrossEntropy([4, 1, 1])(logits, torch.tensor(TARGETS)[mine])
         share = len(mine) / len(TARGETS)
-        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.train.training logs
+        value = global_sum((loss.detach() * share).reshape(1))[0]           # what weldnet.train.loop logs
         (loss * share).backward()                                            # each rank's part of the gradient
         torch.save({"rows": mine, "value": value, "grad": logits.grad}, Path(out) / f"rank-{rank}.pt")
     finally:
@@ -55,8 +56,10 @@ def _prior_rank(rank: int, world: int, init: str, out: str) -> None:
 def test_the_bayesian_prior_is_the_global_batch_s_in_a_2_process_group(tmp_path):
     import torch.multiprocessing as mp
 
+    # spawned, not forked: a child forked after torch's OpenMP threads ran in this process (any earlier test that
+    # trained) can hang in its first parallel region
     mp.start_processes(_prior_rank, args=(2, f"file://{tmp_path / 'init'}", str(tmp_path)), nprocs=2,
-                       start_method="fork")
+                       start_method="spawn")
     parts = [torch.load(tmp_path / f"rank-{r}.pt", weights_only=False) for r in range(2)]
     # by hand: class counts (4, 1, 1) over the global batch, K = 3:
     # (1/3) [(1 + 2 + 3 + 1) log 2 / 4 + 1 log 2 / 1 + 2 log 2 / 1] = (19/12) log 2
@@ -78,7 +81,7 @@ N_PHOTOS, STORED, SIZE = 240, 24, 16
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """A working directory holding params.yaml, a split of 240 photos (1 in 6 flawed) and their shards."""
+    """A working directory holding params.yaml, a split of 240 photos (1 in 6 flawed) and their shards (both sizes)."""
     work = tmp_path_factory.mktemp("distributed")
     (work / "params.yaml").write_text(params_yaml())
     rng = np.random.default_rng(0)
@@ -92,6 +95,9 @@ def workdir(tmp_path_factory) -> Path:
     position = {name: k for k, name in enumerate(names)}
     write_shards(work / "processed", ordered, (images[position[n]] for n in ordered["image"]), STORED)
     index.to_csv(work / "processed" / "index.csv", index=False)
+    (work / "inputs").mkdir()                                   # what the inputs stage writes: the model's size
+    write_shards(work / "inputs", ordered, resized_photos(ordered, work / "processed", SIZE), SIZE)
+    index.to_csv(work / "inputs" / "index.csv", index=False)
     pd.DataFrame({"image": names, "rig": "bluebox", "label": labels,
                   "class": np.where(labels == 1, "no_clamp", "clamp_detected"),
                   "split": np.where(np.arange(N_PHOTOS) % 4 == 0, "val", "train")}).to_csv(work / "split.csv",
@@ -106,7 +112,7 @@ def workdir(tmp_path_factory) -> Path:
 
 def train_command(tag: str) -> list[str]:
     return [sys.executable, "-m", "stages.train", "--config", "tiny.json", "--split", "split.csv", "--shards",
-            "processed", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints", f"ckpt-{tag}"]
+            "inputs", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints", f"ckpt-{tag}"]
 
 
 def env() -> dict:

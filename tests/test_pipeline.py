@@ -201,7 +201,7 @@ def test_dropping_the_audit_suspects_retrains_only_the_transferred_strategies(re
 
 def train_command(tag: str, config: str) -> list[str]:
     return [sys.executable, "-m", "stages.train", "--config", config, "--split", "data/split.csv",
-            "--shards", "data/processed", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints",
+            "--shards", "data/inputs", "--out", f"out-{tag}", "--live", f"live-{tag}", "--checkpoints",
             f"ckpt-{tag}"]
 
 

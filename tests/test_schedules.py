@@ -9,8 +9,9 @@ from weldnet.core.params import LossParams, ModelParams, SamplingParams, Schedul
 from weldnet.photos.dataset import PhotoDataset
 from weldnet.strategies.losses import build_loss
 from weldnet.strategies.models import build_model
+from weldnet.train.loop import FitSettings, task_input
+from weldnet.train.predict import predict_logits, validation_scores
 from weldnet.train.schedules import SCHEDULES, Run
-from weldnet.train.training import predict_logits, task_input, validation_scores
 
 
 class Interrupted(Exception):
@@ -46,11 +47,10 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
                 lambda: store.get(phase))
 
     cpu = torch.device("cpu")
-    run = Run(PhotoDataset(x, torch.as_tensor(y)), y,
-              lambda m: validation_scores(predict_logits(m, x, cpu, 16), y, ["a", "b"]),
-              params=TrainParams(epochs=2, batch_size=8, lr=0.05), sampler="none",
-              sampling=SamplingParams(target_ratio=0.6), seed=0, prepare=task_input(16, True), input_size=16,
-              class_names=["a", "b"], device=cpu, name=name, log=log,
+    loop = FitSettings(cpu, task_input(16, True), lambda m: validation_scores(predict_logits(m, x, cpu, 16), y,
+                                                                            ["a", "b"]), log, seed=0, name=name)
+    run = Run(PhotoDataset(x, torch.as_tensor(y)), y, loop, params=TrainParams(epochs=2, batch_size=8, lr=0.05),
+              sampler="none", sampling=SamplingParams(target_ratio=0.6), input_size=16, n_classes=2,
               make_loss=make_loss or (lambda counts: build_loss("cross_entropy", counts, LossParams())),
               checkpoints=checkpoints, memo=memo)
     return SCHEDULES[name](model, run, spec), logs, model
@@ -121,7 +121,7 @@ def test_strategy_schedule_checks():
 
 def test_a_fit_that_ran_before_is_reused_bit_for_bit(tmp_path, capsys):
     """crt's first phase is the standard run: with the standard run's fit stored, crt reuses it and ends the same."""
-    from weldnet.train.schedules import FitMemo
+    from weldnet.train.memo import FitMemo
 
     plain, plain_logs, plain_model = run_schedule("crt", ScheduleParams())
     memo = FitMemo(tmp_path / "fits", context="tiny")
@@ -165,7 +165,7 @@ def test_drw_switches_at_a_fraction_of_the_whole_schedule_not_of_each_phase(name
 def test_a_drw_fit_is_not_reused_for_a_schedule_of_another_length(tmp_path):
     """With DRW the weights switch at a fraction of the whole schedule: crt's first phase is not the standard run."""
     from weldnet.core.params import DrwParams, WeightingParams
-    from weldnet.train.schedules import FitMemo
+    from weldnet.train.memo import FitMemo
 
     # switch at half the schedule: epoch 1 of the standard run's 2, epoch 4 of crt's 2 + 5 (after its first phase)
     early = WeightingParams(drw=DrwParams(start=0.5))
@@ -181,7 +181,7 @@ def test_a_drw_fit_is_not_reused_for_a_schedule_of_another_length(tmp_path):
     # and an unweighted fit is another fit than a weighted one
     weighted = FitMemo(tmp_path / "fits", context="tiny")
     model = build_model(ModelParams(width=4, input_size=16), 2)
-    from weldnet.train.schedules import loss_signature
+    from weldnet.train.memo import loss_signature
     assert loss_signature(drw([60, 20])) != loss_signature(build_loss("cross_entropy", [60, 20], LossParams()))
     assert weighted.key(model, loss=loss_signature(drw([60, 20]))) != weighted.key(
         model, loss=loss_signature(build_loss("cross_entropy", [60, 20], LossParams())))

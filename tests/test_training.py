@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,19 +13,41 @@ from weldnet.photos.dataset import PhotoDataset
 from weldnet.strategies.losses import build_loss
 from weldnet.strategies.models import build_model
 from weldnet.strategies.sampling import build_loader
-from weldnet.train.training import fit, lr_at, predict_logits, resolve_device, task_input, validation_scores
+from weldnet.train.device import precision_for, resolve_device
+from weldnet.train.loop import FitSettings, StepSettings, fit, task_input, train_one_epoch
+from weldnet.train.optim import Optimiser, build_lr_schedule, build_optimizer
+from weldnet.train.predict import predict_logits, validation_scores
 
 CPU = torch.device("cpu")
 
 
+def rates(schedule: str, steps: int = 100, lr: float = 0.1, warmup: float = 0.0) -> list[float]:
+    """The learning rate of each of ``steps`` optimiser steps under ``schedule``, as the loop trains them."""
+    model = nn.Linear(2, 1)
+    optimizer = build_optimizer(model, "sgd", lr, momentum=0.9)
+    optimiser = Optimiser(optimizer, build_lr_schedule(schedule, optimizer, steps, warmup))
+    seen = []
+    for _ in range(steps):
+        seen.append(optimiser.lr)
+        optimiser.step(model(torch.ones(1, 2)).sum())
+    return seen
+
+
 def test_lr_schedules_by_hand():
-    assert lr_at(0, 100, 0.1, "constant") == lr_at(99, 100, 0.1, "constant") == 0.1
-    assert lr_at(0, 100, 0.1, "cosine") == pytest.approx(0.1)
-    assert lr_at(50, 100, 0.1, "cosine") == pytest.approx(0.05)
-    assert lr_at(25, 100, 0.1, "cosine") == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
-    assert lr_at(100, 100, 0.1, "cosine") == pytest.approx(0.0)
-    with pytest.raises(ParamError, match="valid: constant, cosine"):
-        lr_at(0, 10, 0.1, "step")
+    assert rates("constant") == [0.1] * 100
+    cosine = rates("cosine")
+    assert cosine[0] == pytest.approx(0.1)
+    assert cosine[50] == pytest.approx(0.05)
+    assert cosine[25] == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    assert cosine[99] == pytest.approx(0.05 * (1 + math.cos(math.pi * 99 / 100)))
+    one_cycle = rates("one_cycle", warmup=0.2)           # the audit's: from peak / 25 up to the peak, then down
+    assert one_cycle[0] == pytest.approx(0.1 / 25)
+    assert max(one_cycle) == pytest.approx(0.1) and one_cycle.index(max(one_cycle)) == 19
+    assert one_cycle[-1] == pytest.approx(0.1 / 25 / 1e4)
+    with pytest.raises(ParamError, match="valid: constant, cosine, one_cycle"):
+        rates("step")
+    with pytest.raises(ParamError, match="valid: sgd, adam, adamw"):
+        build_optimizer(nn.Linear(2, 1), "lbfgs", 0.1)
 
 
 def test_device_choice():
@@ -55,11 +79,13 @@ def tiny_data(seed: int = 0):
     return torch.from_numpy(x), y
 
 
-def fit_task(model, loss_fn, x, y, params: TrainParams, log, **kwargs):
+def fit_task(model, loss_fn, x, y, params: TrainParams, log, checkpoints=None, every_s: float = 30.0):
     """fit on a class-labelled tiny data set, validated on itself."""
     loader = build_loader(PhotoDataset(x, torch.as_tensor(y)), y, params.batch_size, "none", 0, SamplingParams())
-    return fit(model, loss_fn, loader, lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]),
-               params=params, seed=0, prepare=task_input(16, params.flip), device=CPU, name="test", log=log, **kwargs)
+    run = FitSettings(CPU, task_input(16, params.flip),
+                      lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]), log, seed=0,
+                      name="test", checkpoint_every_s=every_s)
+    return fit(model, loss_fn, loader, run, params, checkpoints)
 
 
 def run_fit(params: TrainParams, loss: str = "cross_entropy", **kwargs):
@@ -96,9 +122,9 @@ def test_a_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one():
             raise KeyboardInterrupt  # killed during the second epoch
 
     with pytest.raises(KeyboardInterrupt):
-        run_fit(PARAMS, save_checkpoint=save_then_die)
+        run_fit(PARAMS, checkpoints=(save_then_die, lambda: None))
     checkpoint = torch.load(_roundtrip(saved[-1]), weights_only=True)
-    resumed, _ = run_fit(PARAMS, checkpoint=checkpoint)
+    resumed, _ = run_fit(PARAMS, checkpoints=(lambda state: None, lambda: checkpoint))
     assert resumed.history == uninterrupted.history
     assert resumed.best_epoch == uninterrupted.best_epoch
     assert all(torch.equal(resumed.state[k], uninterrupted.state[k]) for k in resumed.state)
@@ -123,11 +149,21 @@ class NanAfter(nn.Module):
         return loss * float("nan") if self.calls > self.steps else loss
 
 
+@pytest.mark.parametrize("every_s, saved_after", [(3600.0, [1, 4]), (0.0, [1, 2, 3, 4])])
+def test_a_fit_checkpoints_after_its_first_and_last_epoch_and_between_them_on_a_clock(every_s, saved_after):
+    saved: list[int] = []
+    run_fit(TrainParams(epochs=4, batch_size=8, lr=0.05), checkpoints=(lambda state: saved.append(state["epoch"]),
+                                                                       lambda: None), every_s=every_s)
+    assert saved == saved_after
+
+
 def test_a_nan_loss_stops_training_naming_strategy_and_step():
     x, y = tiny_data()
     model = build_model(ModelParams(width=4, input_size=16), 2)
-    with pytest.raises(TrainingError, match="strategy 'test'.*nan at step 4"):
-        fit_task(model, NanAfter(4), x, y, PARAMS, lambda *a: None)
+    logs: list = []
+    with pytest.raises(TrainingError, match="strategy 'test': the loss became nan at step 4; lower train.lr"):
+        fit_task(model, NanAfter(4), x, y, PARAMS, lambda *a: logs.append(a))
+    assert [s for s, k, _ in logs if k == "train/loss"] == [0, 1, 2, 3]     # the steps before it are logged
 
 
 def test_tiny_model_learns_the_bright_square():
@@ -152,3 +188,87 @@ def test_the_normed_head_outputs_cosines():
     with pytest.raises(ParamError, match="model.head: unknown name 'cosine'; valid: linear, normed"):
         from weldnet.core.config import build
         build(ModelParams, {"head": "cosine"}, "model")
+
+
+def test_making_kernels_deterministic_does_not_import_the_compiler():
+    """torch.use_deterministic_algorithms imports torch._dynamo, seconds of every stage's start-up."""
+    code = ("import sys, torch; from weldnet.train.device import make_deterministic; "
+            "make_deterministic(torch.device('cpu')); "
+            "print(torch.are_deterministic_algorithms_enabled(), 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "False"], done.stderr[-2000:]
+
+
+def test_a_train_stage_imports_no_model_zoo_and_no_compiler():
+    """What the train stage imports before its first step: not torchvision's every model, not torch._dynamo."""
+    code = ("import sys; import stages.train as t, weldnet.train.schedules, weldnet.train.setup, weldnet.train.live; "
+            "print(sorted(m for m in ('torchvision', 'torch._dynamo', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
+class _StrictGpu:
+    """A loader whose batches are drawn, and trained on, with any wait for the GPU an error."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield from self.loader
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("photos_on_gpu", [True, False])
+def test_training_steps_never_wait_for_the_gpu(photos_on_gpu):
+    """Between two logging points no step synchronises with the host; the epoch's losses are still all logged."""
+    cuda = torch.device("cuda")
+    x, y = tiny_data()
+    data = PhotoDataset(x.to(cuda) if photos_on_gpu else x, torch.as_tensor(y))
+    loader = build_loader(data, y, 8, "none", 0, SamplingParams())
+    torch.manual_seed(0)
+    model = build_model(ModelParams(width=4, input_size=16), 2).to(cuda, memory_format=torch.channels_last)
+    loss_fn = build_loss("cross_entropy", np.bincount(y).tolist(), LossParams()).to(cuda)
+    optimizer = build_optimizer(model, "sgd", 0.05, momentum=0.9)
+    optimiser = Optimiser(optimizer, build_lr_schedule("cosine", optimizer, 3 * len(loader)))
+    logs: list = []
+    settings = StepSettings(cuda, task_input(16, True), precision_for(cuda, True), "test",
+                            log=lambda *entry: logs.append(entry))
+    step = train_one_epoch(model, loss_fn, optimiser, loader, settings, torch.Generator().manual_seed(0))  # warm-up
+    for _ in range(2):
+        step = train_one_epoch(model, loss_fn, optimiser, _StrictGpu(loader), settings,
+                               torch.Generator().manual_seed(step), step)
+    assert [s for s, k, _ in logs if k == "train/loss"] == list(range(3 * len(loader)))
+    assert all(math.isfinite(v) for _, k, v in logs if k == "train/loss")
+
+
+def test_the_training_log_is_written_as_dvclive_writes_it(tmp_path, monkeypatch):
+    """The loop's log folder is what `dvc plots` and `dvc metrics` read: dvclive's files, byte for byte."""
+    dvclive = pytest.importorskip("dvclive")
+    from weldnet.train.live import DvcLiveLog
+
+    calls = [(0, "train/loss", 0.6931471824645996), (0, "train/lr", 0.1), (1, "train/loss", float("nan")),
+             (1, "train/lr", 0.05), (1, "val/recall/no_clamp", 1.0), (1, "val/per_class_accuracy", 0.75),
+             (1, "epoch", 1), (2, "train/loss", float("inf")), (3, "epoch", 2)]
+    monkeypatch.chdir(tmp_path)
+    ours = DvcLiveLog(tmp_path / "ours")
+    for call in calls:
+        ours(*call)
+    ours.close()
+    live = dvclive.Live(str(tmp_path / "theirs"), save_dvc_exp=False, dvcyaml=None, report=None)
+    for step, name, value in calls:
+        live.step = step
+        live.log_metric(name, value, plot=True)
+    live.make_summary()
+    live.end()
+    files = sorted(p.relative_to(tmp_path / "theirs") for p in (tmp_path / "theirs").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "ours") for p in (tmp_path / "ours").rglob("*") if p.is_file())
+    assert len(files) == 6
+    for name in files:
+        assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes(), name

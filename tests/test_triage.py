@@ -19,7 +19,7 @@ from weldnet.core.params import DecisionParams, ModelParams, TaskSpec, check_par
 from weldnet.photos.transforms import resize_uint8
 from weldnet.strategies.decisions import apply_decision, automation_threshold
 from weldnet.strategies.models import build_model
-from weldnet.train.training import predict_logits
+from weldnet.train.predict import predict_logits
 from weldnet.triage import command as cli
 from weldnet.triage.bundle import (
     DecisionRule,
@@ -392,7 +392,8 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     from weldnet.strategies.losses import build_loss
     from weldnet.strategies.sampling import build_loader
     from weldnet.synth.export import generate
-    from weldnet.train.training import fit, task_input, validation_scores
+    from weldnet.train.loop import FitSettings, fit, task_input
+    from weldnet.train.predict import validation_scores
 
     target, confidence = 0.8, 0.95
     generate(GenerateSpec(seed=11, size=RigCounts(redbox=0, bluebox=600), workers=2), tmp_path / "own",
@@ -417,8 +418,8 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     validate = lambda m: validation_scores(predict_logits(m, x[calib], cpu, params.input_size),  # noqa: E731
                                            labels[calib], CLASSES)
     loss = build_loss("cross_entropy", counts, LossParams(), weighting="inverse_frequency")
-    fitted = fit(model, loss, loader, validate, params=settings, seed=0,
-                 prepare=task_input(params.input_size, settings.flip), device=cpu, name="tiny", log=lambda *a: None)
+    run = FitSettings(cpu, task_input(params.input_size, settings.flip), validate, lambda *a: None, seed=0, name="tiny")
+    fitted = fit(model, loss, loader, run, settings)
     model.load_state_dict(fitted.state)
     model.eval()
 

@@ -20,7 +20,8 @@ from torch.utils.data import Sampler
 from weldnet.core.pool import ordered_map
 from weldnet.core.progress import Progress
 from weldnet.photos.dataset import PhotoDataset, photo_loader
-from weldnet.train.training import train_one_epoch
+from weldnet.train.loop import StepSettings, train_one_epoch
+from weldnet.train.optim import Optimiser, build_lr_schedule, build_optimizer
 
 
 class _MaxAvgHead(nn.Module):
@@ -117,25 +118,16 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
     if rows is not None:
         data = data.subset(rows)
     model = tiny_cnn(targets.shape[1], settings.width, images.shape[1]).to(device, memory_format=CHANNELS_LAST)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    optimizer = build_optimizer(model, "adamw", settings.learning_rate, weight_decay=settings.weight_decay)
     steps = settings.epochs * max(1, -(-len(data) // settings.batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.learning_rate, total_steps=steps,
-                                                   pct_start=settings.warmup)
-
-    def before_step(step: int) -> float:
-        if step:                 # the schedule starts at step 0's rate and advances once per optimiser step
-            schedule.step()
-        return schedule.get_last_lr()[0]
-
+    optimiser = Optimiser(optimizer, build_lr_schedule("one_cycle", optimizer, steps, settings.warmup))
     loader = photo_loader(data, settings.batch_size, Shuffle(len(data), generator))
     loss_fn = nn.BCEWithLogitsLoss()
-    prepare = partial(audit_input, device=device)
+    steps_settings = StepSettings(device, partial(audit_input, device=device), name="audit model",
+                                  min_batch=2)   # batch norm needs two samples
     step = 0
     for _ in range(settings.epochs):
-        step = train_one_epoch(model, loss_fn, optimizer, loader, device, prepare=prepare,
-                               generator=generator, before_step=before_step, first_step=step,
-                               name="audit model", min_batch=2)   # batch norm needs two samples
+        step = train_one_epoch(model, loss_fn, optimiser, loader, steps_settings, generator, step)
     model.eval()
     return model
 

@@ -12,7 +12,7 @@ nodes: README, Distributed) joins the group it was given and relaunches nothing.
 What keeps a strategy's meaning across processes lives where it belongs:
 ``weldnet.photos.dataset.RankBatches`` gives every rank its part of the same global
 batches; ``weldnet.strategies.losses.BayesianCrossEntropy`` counts its prior over the global
-batch (:func:`global_sum`); ``weldnet.train.training`` weights each rank's loss by its
+batch (:func:`global_sum`); ``weldnet.train.loop`` weights each rank's loss by its
 share of the global batch, averages gradients with DistributedDataParallel,
 synchronises batch norm on CUDA, predicts a share of the photos per rank and
 gathers them (:func:`gather_rows`), and writes only on rank 0.

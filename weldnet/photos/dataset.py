@@ -8,11 +8,11 @@ then a batch is one indexing of a tensor. Either way a batch holds the same byte
 (tests/test_data.py), so the cache and the number of loader workers never change a
 result.
 
-Where photos are resized: on the CPU they are resized to the model's input size
-as they are read (in the loader's worker processes) and cached at that size; on
-CUDA they travel at their stored size (256) in pinned memory, or sit on the GPU,
-and the device resizes them (``weldnet.train.training.task_input``), with the same
-formula (``weldnet.photos.transforms.resize_uint8``).
+Photos are read at the size they are stored: the inputs stage stores them at the
+model's input size (``data/inputs``), which the CPU requires (:func:`host_size`);
+on CUDA a batch stored at another size is resized on the GPU
+(``weldnet.train.predict.model_input``), with the inputs stage's formula
+(``weldnet.photos.transforms.resize_uint8``).
 
 :class:`PhotoDataset` yields ``(uint8 HWC image, target)`` and fetches a whole
 batch at once (``__getitems__``). The strategy's sampler decides which rows an
@@ -30,11 +30,11 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from weldnet.core.config import DataError
 from weldnet.core.pool import worker_count
-from weldnet.photos.shards import ShardPhotos, read_index, shard_photos
-from weldnet.photos.transforms import resize_uint8
+from weldnet.photos.shards import INDEX, ShardPhotos, read_index, shard_photos
 
-CHUNK = 64    # photos read (and resized) at a time when a cache is filled: a 64 x 256 px float copy is 50 MB
+CHUNK = 64    # photos read at a time when a cache is filled
 
 
 class TensorPhotos:
@@ -49,40 +49,49 @@ class TensorPhotos:
         return len(self.images)
 
     def fetch(self, positions: np.ndarray) -> torch.Tensor:
-        return self.images[torch.as_tensor(positions, dtype=torch.long, device=self.images.device)]
+        # sent without waiting: a training step never stops for the GPU (weldnet.train.loop)
+        rows = torch.from_numpy(np.asarray(positions, dtype=np.int64)).to(self.images.device, non_blocking=True)
+        return self.images[rows]
 
 
-class ResizedShards:
-    """:class:`ShardPhotos` resized to ``size`` x ``size`` as they are read (``size`` None: as stored)."""
+class StoredShards:
+    """:class:`ShardPhotos` read as uint8 tensors, at the size they are stored."""
 
-    def __init__(self, shards: ShardPhotos, size: int | None):
-        self.shards, self.size = shards, size
+    def __init__(self, shards: ShardPhotos):
+        self.shards = shards
 
     def __len__(self) -> int:
         return len(self.shards)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        side = self.size or self.shards.shape[0]
-        return side, side, self.shards.shape[2]
+        return tuple(self.shards.shape)
 
     @property
     def nbytes(self) -> int:
         return len(self) * int(np.prod(self.shape))
 
     def fetch(self, positions: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(self.shards.fetch(positions))
-        return images if self.size is None else resize_uint8(images, self.size)
+        return torch.from_numpy(self.shards.fetch(positions))
 
 
-Photos = TensorPhotos | ResizedShards
+def stored_photos(shards: ShardPhotos, size: int | None, where: Path) -> StoredShards:
+    """The photos of ``shards`` (read from folder ``where``), which must be stored at ``size`` px (None: any)."""
+    if size is not None and shards.shape[0] != size:
+        raise DataError(f"{where} holds {shards.shape[0]}px photos where {size}px are needed; preprocess stores "
+                        "them at preprocess.size, the inputs stage (data/inputs) at model.input_size: "
+                        "pass the folder of the right size, or re-run dvc repro")
+    return StoredShards(shards)
+
+
+Photos = TensorPhotos | StoredShards
 
 
 class PhotoDataset(Dataset):
     """uint8 NHWC photos and their targets (class indices, or 0/1 flag rows for multi-label training).
 
     ``images``: a uint8 tensor, or a photo source (:class:`TensorPhotos`,
-    :class:`ResizedShards`). ``rows`` (default: all) picks positions of the source
+    :class:`StoredShards`). ``rows`` (default: all) picks positions of the source
     and targets; :meth:`subset` composes them without copying a photo.
     """
 
@@ -156,7 +165,7 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
 class _Chunks(Dataset):
     """Consecutive chunks of a photo source in shard order, for filling a cache in worker processes."""
 
-    def __init__(self, photos: ResizedShards, chunks: list[np.ndarray]):
+    def __init__(self, photos: StoredShards, chunks: list[np.ndarray]):
         self.photos, self.chunks = photos, chunks
 
     def __len__(self) -> int:
@@ -166,7 +175,7 @@ class _Chunks(Dataset):
         return self.chunks[k], self.photos.fetch(self.chunks[k])
 
 
-def materialise(photos: ResizedShards, device: torch.device, workers: int = 1) -> torch.Tensor:
+def materialise(photos: StoredShards, device: torch.device, workers: int = 1) -> torch.Tensor:
     """All the photos as one uint8 tensor on ``device``, read in shard order, ``CHUNK`` at a time."""
     out = torch.empty((len(photos), *photos.shape), dtype=torch.uint8, device=device)
     order = photos.shards.read_order()
@@ -191,7 +200,7 @@ class PhotoCache:
         self.left = int(budget_mb * 2**20)
         self.device, self.workers = device, workers
 
-    def hold(self, photos: ResizedShards, what: str = "photos") -> Photos:
+    def hold(self, photos: StoredShards, what: str = "photos") -> Photos:
         need = photos.nbytes
         if need > self.left:
             print(f"  {what}: {len(photos)} photos ({need / 2**20:.0f} MiB) do not fit the cache "
@@ -202,27 +211,29 @@ class PhotoCache:
 
 
 def host_size(device: torch.device, input_size: int) -> int | None:
-    """The size photos are resized to as they are read: the input size on the CPU, none on CUDA (the GPU resizes)."""
+    """The size photos must be stored at: the input size on the CPU, any on CUDA (the GPU resizes a batch)."""
     return None if device.type == "cuda" else input_size
 
 
 def split_photos(split: pd.DataFrame, index: pd.DataFrame, shards: Path, name: str,
-                 size: int | None) -> tuple[ResizedShards, np.ndarray]:
-    """Photos of split ``name`` (resized to ``size`` as read) and their class labels, in split-table order."""
+                 size: int | None) -> tuple[StoredShards, np.ndarray]:
+    """Photos of split ``name`` (stored at ``size`` px, None: any) and their class labels, in split-table order."""
     rows = split[split["split"] == name]
-    return ResizedShards(shard_photos(index, shards, rows["image"].tolist()), size), rows["label"].to_numpy()
+    return (stored_photos(shard_photos(index, shards, rows["image"].tolist()), size, shards),
+            rows["label"].to_numpy())
 
 
 def split_dataset(split: pd.DataFrame, index: pd.DataFrame, shards: Path, name: str, size: int | None,
                   cache: PhotoCache) -> tuple[PhotoDataset, np.ndarray]:
-    """Split ``name`` as a dataset of (photo, class index), held by ``cache`` when it fits; and its labels."""
+    """Split ``name`` (stored at ``size`` px, None: any) as a dataset of (photo, class index), held by ``cache``
+    when it fits; and its labels."""
     photos, labels = split_photos(split, index, shards, name, size)
     return PhotoDataset(cache.hold(photos, f"{name} split"), torch.tensor(labels, dtype=torch.long)), labels
 
 
 def load_split_images(split: pd.DataFrame, shards: Path, name: str, size: int) -> tuple[torch.Tensor, np.ndarray]:
-    """uint8 NHWC images of split ``name`` resized to ``size``, in RAM, and their class labels, in split-table order."""
-    photos, labels = split_photos(split, read_index(shards / "index.csv"), shards, name, size)
+    """uint8 NHWC images of split ``name`` (stored at ``size`` px), in RAM, and their class labels, in split order."""
+    photos, labels = split_photos(split, read_index(shards / INDEX), shards, name, size)
     return materialise(photos, torch.device("cpu")), labels
 
 

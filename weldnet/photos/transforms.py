@@ -19,9 +19,10 @@ def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    # built on the CPU and sent without waiting: torch.tensor(..., device=cuda) would wait for the GPU
+    mean = torch.tensor(MEAN, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
+    std = torch.tensor(STD, dtype=x.dtype).view(1, 3, 1, 1).to(x.device, non_blocking=True)
+    return x.sub_(mean).div_(std)
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:

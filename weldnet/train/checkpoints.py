@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-LIBRARY = Path(__file__).resolve().parents[1]   # the weldnet package, every sub-package included
+from weldnet.train.loop import CheckpointIO
+
+LIBRARY = Path(__file__).resolve().parents[1]
 
 
 def code_digest(*stage_files: Path) -> str:
     """Digest of the training code: the given stage module(s) and every module of the weldnet library."""
     digest = hashlib.sha256()
-    library = sorted(LIBRARY.rglob("*.py"))
-    for path in [*(Path(p).resolve() for p in stage_files), *library]:
-        digest.update((path.relative_to(LIBRARY).as_posix() if path in library else path.name).encode())
+    for path in [*(Path(p).resolve() for p in stage_files), *sorted(LIBRARY.rglob("*.py"))]:
+        digest.update(path.relative_to(LIBRARY).as_posix().encode() if path.is_relative_to(LIBRARY)
+                      else path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def checkpoint_io(path: Path, fingerprint_: str) -> tuple[Callable[[dict], None], Callable[[], dict | None]]:
+def checkpoint_io(path: Path, fingerprint_: str) -> CheckpointIO:
     """(save, load) for one run's checkpoint file; load returns None when there is none of this fingerprint."""
     def save(state: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,100 +20,28 @@ re-training phase, the classifier it exists to produce.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from weldnet.core.digests import fingerprint
 from weldnet.core.distributed import current
 from weldnet.core.params import SamplingParams, ScheduleParams, TrainParams
 from weldnet.photos.dataset import PhotoDataset
 from weldnet.strategies.sampling import build_loader, draw_generator
 from weldnet.strategies.selective import initial_set, selection_round
 from weldnet.strategies.transfer import retrain_output_layer
-from weldnet.train.training import FP32, FitResult, Logger, Precision, Prepare, fit, predict_features, predict_logits
+from weldnet.train.loop import WHOLE, CheckpointIO, FitResult, FitSettings, Phase, fit
+from weldnet.train.memo import FitMemo, loss_signature
+from weldnet.train.predict import predict_features, predict_logits
 
 # seeds the selective under-sampling draws apart from the training randomness
 _SELECT_STREAM = 0x5E1E
 
 
-Checkpoints = Callable[[str], tuple[Callable[[dict], None], Callable[[], dict | None]]]
-
-
-def state_digest(model: nn.Module) -> str:
-    """Digest of a model's every tensor (buffers included) and of which parameters it trains."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(bytes(p.requires_grad for p in model.parameters()))
-    return digest.hexdigest()
-
-
-def loss_signature(loss: nn.Module) -> list:
-    """What decides a loss's values: its class, its weighting and its settings, its buffers (weights, margins)."""
-    weighting = getattr(loss, "weighting", None)
-    settings = {k: v for k, v in vars(loss).items()
-                if not k.startswith("_") and isinstance(v, (int, float, str, bool, tuple, type(None)))}
-    return [type(loss).__name__, None if weighting is None else [type(weighting).__name__, vars(weighting)],
-            settings, {k: v.tolist() for k, v in loss.state_dict().items()}]
-
-
-class FitMemo:
-    """Finished fits, stored under the digest of everything that decides them, so none is trained twice.
-
-    Two strategies can share a fit exactly: classifier re-training's first phase is
-    the baseline's run, and with ``small_cnn`` ``transfer: full`` copies the same
-    layers as ``conv``. The key is the fingerprint of the run's ``context`` (the
-    stage's: code, photos, loss, model, device, ...), the fit's own settings (rows,
-    optimiser settings, sampler, seed, offsets) and the model's starting weights;
-    a fit with the same key would repeat, bit for bit, the one stored. The folder
-    keeps at most ``limit_mb`` MiB, the oldest fits dropped first, and fits larger
-    than that are not kept.
-    """
-
-    def __init__(self, folder: Path, context: str, limit_mb: int = 256, write: bool = True):
-        self.folder, self.context, self.limit, self.write = Path(folder), context, limit_mb * 2**20, write
-
-    def key(self, model: nn.Module, **settings: object) -> str:
-        return fingerprint(self.context, settings, state_digest(model))
-
-    def load(self, key: str) -> dict | None:
-        path = self.folder / f"{key}.fit"
-        if not path.is_file():
-            return None
-        try:
-            done = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged entry is a miss, never an error
-            return None
-        os.utime(path)                                 # a fit used again is kept longer
-        return done
-
-    def save(self, key: str, result: FitResult, final: dict[str, torch.Tensor]) -> None:
-        if not self.write:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        entry = {"final": {k: v.detach().cpu() for k, v in final.items()}, "state": result.state,
-                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "history": result.history,
-                 "steps": result.steps, "best_score": list(result.best_score), "scores": result.scores}
-        tmp = self.folder / f"{key}.{os.getpid()}.tmp"     # queued experiments may write the same fit at once
-        torch.save(entry, tmp)
-        if tmp.stat().st_size > self.limit:
-            tmp.unlink()
-            return
-        os.replace(tmp, self.folder / f"{key}.fit")
-        kept = sorted(self.folder.glob("*.fit"), key=lambda p: p.stat().st_mtime, reverse=True)
-        total = 0
-        for path in kept:
-            total += path.stat().st_size
-            if total > self.limit:
-                path.unlink(missing_ok=True)
+Checkpoints = Callable[[str], CheckpointIO]
 
 
 @dataclass
@@ -122,34 +50,31 @@ class Run:
 
     train: PhotoDataset                             # the training split: uint8 photos, class-index targets
     train_y: np.ndarray                             # their class labels, for the samplers and class counts
-    validate: Callable[[nn.Module], dict[str, float]]   # validation scores of a model (weldnet.train.training)
+    loop: FitSettings                               # device, input, validation, log, seed: what every fit shares
     params: TrainParams
     sampler: str
     sampling: SamplingParams
-    seed: int
-    prepare: Prepare                                # uint8 batch -> model input (weldnet.train.training.task_input)
     input_size: int
-    class_names: Sequence[str]
-    device: torch.device
-    name: str
-    log: Logger
+    n_classes: int
     make_loss: Callable[[list[int]], nn.Module]     # class counts of the rows trained on -> loss
     checkpoints: Checkpoints                        # phase name ('' for the only one) -> (save, load)
     workers: int = 1                                # loader processes reading photos not held in memory
-    precision: Precision = FP32                     # mixed precision and memory layout (CUDA)
     memo: FitMemo | None = None                     # finished fits to reuse instead of repeating them
+
+    @property
+    def seed(self) -> int:
+        return self.loop.seed
 
     def counts(self, rows: np.ndarray | None = None) -> list[int]:
         labels = self.train_y if rows is None else self.train_y[rows]
-        return np.bincount(labels, minlength=len(self.class_names)).tolist()
+        return np.bincount(labels, minlength=self.n_classes).tolist()
 
-    def fit(self, model: nn.Module, phase: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
-            sampler: str | None = None, step_offset: int = 0, epoch_offset: int = 0,
-            total_epochs: int | None = None) -> FitResult:
-        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``phase``.
+    def fit(self, model: nn.Module, name: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
+            sampler: str | None = None, phase: Phase = WHOLE) -> FitResult:
+        """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``name``.
 
-        ``total_epochs``: the schedule's length over all its phases, for an epoch-dependent
-        weighting (DRW); default: this phase's end.
+        ``phase``: the steps and epochs of the schedule before this fit, and the schedule's
+        length over all its phases, for an epoch-dependent weighting (DRW).
         """
         params = params or self.params
         loss = self.make_loss(self.counts(rows))
@@ -157,37 +82,33 @@ class Run:
         if self.memo is not None:
             settings = {k: v for k, v in asdict(params).items() if k != "seeds"}
             weighting = getattr(loss, "weighting", None)
-            schedule_length = ((total_epochs or epoch_offset + params.epochs)
+            schedule_length = ((phase.total_epochs or phase.epochs_before + params.epochs)
                                if getattr(weighting, "depends_on_epoch", False) else None)
             key = self.memo.key(model, rows=None if rows is None else np.asarray(rows).tolist(), params=settings,
                                 sampler=sampler or self.sampler, sampling=asdict(self.sampling), seed=self.seed,
-                                offsets=[step_offset, epoch_offset], loss=loss_signature(loss),
+                                offsets=[phase.steps_before, phase.epochs_before], loss=loss_signature(loss),
                                 schedule_length=schedule_length)
             done = self.memo.load(key)
             if done is not None:
-                return self._reuse(model, done, phase)
+                return self._reuse(model, done, name)
         dataset = self.train if rows is None else self.train.subset(rows)
         labels = self.train_y if rows is None else self.train_y[rows]
         group = current()
         loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling,
-                              workers=self.workers, pin_memory=self.device.type == "cuda", rank=group.rank,
+                              workers=self.workers, pin_memory=self.loop.device.type == "cuda", rank=group.rank,
                               world=group.world)
-        save, load = self.checkpoints(phase)
-        result = fit(model, loss, loader, self.validate, params=params, seed=self.seed,
-                   prepare=self.prepare, device=self.device, name=self.name, log=self.log,
-                   save_checkpoint=save, checkpoint=load(), step_offset=step_offset, epoch_offset=epoch_offset,
-                   precision=self.precision, total_epochs=total_epochs)
+        result = fit(model, loss, loader, self.loop, params, self.checkpoints(name), phase)
         if key is not None and current().main:
             self.memo.save(key, result, model.state_dict())
         return result
 
-    def _reuse(self, model: nn.Module, done: dict, phase: str) -> FitResult:
+    def _reuse(self, model: nn.Module, done: dict, name: str) -> FitResult:
         """An identical fit's outcome: its last weights in ``model``, its log replayed, its selection returned."""
         model.load_state_dict(done["final"])
         if current().main:
             for step, key, value in done["history"]:
-                self.log(step, key, value)
-        print(f"  {phase or 'training'}: the same fit (settings, data and starting weights) ran before; "
+                self.loop.log(step, key, value)
+        print(f"  {name or 'training'}: the same fit (settings, data and starting weights) ran before; "
               f"its result is reused")
         return FitResult(state=done["state"], best_epoch=done["best_epoch"], epochs_run=done["epochs_run"],
                          history=done["history"], steps=done["steps"], best_score=tuple(done["best_score"]),
@@ -196,8 +117,8 @@ class Run:
     def predict(self, model: nn.Module, rows: np.ndarray, embed: bool = False) -> np.ndarray:
         """Logits (or, with ``embed``, output-layer features) of the training rows ``rows``, in order."""
         forward = predict_features if embed else predict_logits
-        return forward(model, self.train.subset(rows), self.device, self.input_size, self.params.eval_batch_size,
-                       workers=self.workers, precision=self.precision)
+        return forward(model, self.train.subset(rows), self.loop.device, self.input_size,
+                       self.params.eval_batch_size, workers=self.workers, precision=self.loop.precision)
 
 
 def standard(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
@@ -229,7 +150,7 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
               f"{done.dropped_boundary} boundary, {done.dropped_random} random; {len(train)} photos, "
               f"{len(pool)} set aside")
         results.append(run.fit(model, f"round-{number}", rows=train, params=round_params,
-                               step_offset=steps, epoch_offset=epochs))
+                               phase=Phase(steps_before=steps, epochs_before=epochs)))
         steps, epochs = steps + results[-1].steps, epochs + s.round_epochs
         number += 1
     chosen = max(results, key=lambda r: r.best_score) if run.params.select == "best_val" else results[-1]
@@ -242,13 +163,13 @@ def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     """Learn the representation with the strategy's own sampler, then re-train the output layer alone."""
     c = spec.crt
     total = run.params.epochs + c.epochs          # DRW switches at a fraction of both phases together
-    first = run.fit(model, "representation", total_epochs=total)
+    first = run.fit(model, "representation", phase=Phase(total_epochs=total))
     model.load_state_dict(first.state)
     torch.manual_seed(run.seed)
     reset = retrain_output_layer(model)
     print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
     second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
-                     sampler=c.sampler, step_offset=first.steps, epoch_offset=run.params.epochs, total_epochs=total)
+                     sampler=c.sampler, phase=Phase(first.steps, run.params.epochs, total))
     return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
                      history=first.history + second.history, steps=first.steps + second.steps,
                      best_score=second.best_score,
