@@ -106,6 +106,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     from weldnet.core.distributed import stop
     from weldnet.photos.dataset import class_names, host_size, read_split, split_dataset
     from weldnet.photos.shards import INDEX, read_index
+    from weldnet.strategies.augment import build_mix
     from weldnet.strategies.losses import build_loss
     from weldnet.strategies.models import build_model
     from weldnet.strategies.transfer import initialise
@@ -128,7 +129,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     counts = np.bincount(train_y, minlength=len(classes)).tolist()
     world = setup.group.world
     print(f"strategy {config.name}: loss {config.loss}, weighting {strategy.weighting}, sampler {strategy.sampler}, "
-          f"schedule {strategy.schedule}, {model_params.arch} at {model_params.input_size}px on {device}"
+          f"augment {strategy.augment}, schedule {strategy.schedule}, {model_params.arch} at {model_params.input_size}px on {device}"
           + (f" ({world} processes)" if world > 1 else "") + f"; train counts {dict(zip(classes, counts))}")
 
     code, data_digest = code_digest(Path(__file__)), file_digest(args.split)
@@ -143,6 +144,13 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     def make_loss(counts_: list[int]) -> torch.nn.Module:
         return build_loss(config.loss, counts_, config.losses, weighting=strategy.weighting,
                           weightings=config.weightings)
+
+    second = strategy.crt
+
+    def make_classifier_loss(counts_: list[int]) -> torch.nn.Module:
+        return build_loss(second.loss or config.loss, counts_, config.losses, "strategy.crt.loss",
+                          weighting=second.weighting or strategy.weighting, weightings=config.weightings,
+                          label_smoothing=second.label_smoothing)
 
     summary = {}
     for seed in config.train.seeds:
@@ -159,7 +167,10 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                   model_params.input_size, len(classes), make_loss,
                   checkpoints=lambda phase, seed=seed: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
-                  workers=setup.workers, memo=memo)
+                  workers=setup.workers, memo=memo,
+                  make_mix=lambda counts_: build_mix(strategy.augment, config.augmentations, counts_),
+                  max_norm=strategy.max_norm, make_classifier_loss=make_classifier_loss,
+                  classifier_max_norm=second.max_norm)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         close_log(log)
         if main:

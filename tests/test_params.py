@@ -8,6 +8,7 @@ from conftest import ROOT
 from weldnet.core.config import ParamError, build
 from weldnet.core.params import (
     ARCH_NAMES,
+    AUGMENT_NAMES,
     DECISION_NAMES,
     HEAD_NAMES,
     LOSS_NAMES,
@@ -18,6 +19,7 @@ from weldnet.core.params import (
     check_params,
 )
 from weldnet.core.resolve import resolve_strategy
+from weldnet.strategies.augment import AUGMENTS
 from weldnet.strategies.decisions import DECISIONS
 from weldnet.strategies.losses import LOSSES, WEIGHTINGS
 from weldnet.strategies.models import HEADS, MODELS
@@ -42,6 +44,7 @@ def test_each_axis_registry_is_keyed_by_exactly_the_declared_names():
     assert tuple(DECISIONS) == DECISION_NAMES
     assert tuple(MODELS) == ARCH_NAMES
     assert tuple(HEADS) == HEAD_NAMES
+    assert tuple(AUGMENTS) == AUGMENT_NAMES
 
 
 def test_every_workers_param_means_processes_with_zero_for_one_per_cpu():
@@ -177,3 +180,40 @@ def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_pa
     reads = params._reads
     assert {"imbalance.seed", "sampling.target_ratio"} <= reads and "imbalance.ratio" not in reads   # replaced, not read
     assert not any(key.startswith("train.") for key in reads)
+
+
+RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt", "weight_balancing"]
+
+
+@pytest.mark.parametrize("raw, message", [
+    (with_strategy("baseline", augment="mixupp"), "strategies.baseline.augment: unknown name 'mixupp'; valid: flip, "
+                                                  "mixup, cutmix, remix"),
+    (with_strategy("baseline", crt={"label_smoothing": True}),
+     "strategies.baseline.crt sets the re-training phase of schedule crt, but the schedule is standard; "
+     "set schedule: crt or drop crt"),
+    (with_strategy("threshold", reuse="baseline", augment="mixup"), "reuse trains nothing, so augment"),
+    (with_strategy("baseline", max_norm=0.0), "strategies.baseline.max_norm"),
+    (with_strategy("crt", schedule="crt", crt={"weighting": "balanced"}), "strategies.crt.crt.weighting: unknown"),
+    ({**RAW, "augmentations": {"remix": {"kappa": 0.5}}}, "augmentations.remix.kappa"),
+])
+def test_recipe_settings_are_checked_in_one_line_naming_the_fix(raw, message):
+    with pytest.raises(ParamError, match=message):
+        check_params(raw)
+
+
+def test_a_recipe_reads_its_own_constants_and_the_default_study_has_none_of_them():
+    assert not set(RECIPES[1:]) & set(PARAMS.study)
+    study = {**RAW, "study": RECIPES}
+    before = resolved(study)
+    assert before["mixup"]["augmentations"] == {"mixup": {"alpha": 1.0}} and "augmentations" not in before["baseline"]
+    after = resolved({**study, "augmentations": {**RAW["augmentations"], "mixup": {"alpha": 0.2}}})
+    assert {n for n in before if before[n] != after[n]} == {"mixup", "mislas"}
+    smoothing = resolved({**study, "losses": {**RAW["losses"], "label_smoothing": {"head": 0.1, "tail": 0.0}}})
+    assert {n for n in before if before[n] != smoothing[n]} == {"mislas"}
+    wb = before["weight_balancing"]
+    assert wb["train"]["weight_decay"] == 0.005 and before["baseline"]["train"]["weight_decay"] == 0.0005
+    assert wb["weightings"] == {"effective_number": {"beta": 0.9999}} and wb["strategy"]["crt"]["max_norm"] == 1.0
+    assert set(before["logit_adjusted_crt"]["losses"]) == {"logit_adjusted"}
+    from weldnet.core.params import StrategyConfig
+    config = build(StrategyConfig, before["mislas"], "mislas.json")
+    assert config.strategy.crt.label_smoothing and config.losses.label_smoothing.head == 0.3

@@ -71,6 +71,20 @@ def logit_offsets(counts: Counts, tau: float) -> np.ndarray:
     return tau * np.log(priors(counts))
 
 
+def label_aware_smoothing(counts: Counts, head: float, tail: float) -> np.ndarray:
+    """Per-class smoothing ``eps_c = tail + (head - tail) sin(pi/2 (n_c - n_min) / (n_max - n_min))``.
+
+    Label-aware smoothing (Zhong et al. 2021, MiSLAS's concave rule): the largest
+    class gets ``head``, the smallest ``tail``. Equal counts (or ``head == tail``):
+    every class gets ``head``, plain label smoothing.
+    """
+    n = _floored(counts)
+    spread = n.max() - n.min()
+    if spread == 0:
+        return np.full(len(n), float(head))
+    return tail + (head - tail) * np.sin(np.pi / 2 * (n - n.min()) / spread)
+
+
 def drw_switch_epoch(total_epochs: int, start: float) -> int:
     """First (0-based) epoch of re-weighting: ``floor(start * total_epochs + 1/2)``.
 

@@ -34,6 +34,7 @@ LOSS_NAMES: tuple[str, ...] = ("cross_entropy", "bayesian", "focal", "ldam", "lo
 WEIGHTING_NAMES: tuple[str, ...] = ("none", "inverse_frequency", "effective_number", "drw")
 SAMPLER_NAMES: tuple[str, ...] = ("none", "oversample", "undersample", "stratified", "class_balanced")
 SCHEDULE_NAMES: tuple[str, ...] = ("standard", "selective_undersample", "crt")
+AUGMENT_NAMES: tuple[str, ...] = ("flip", "mixup", "cutmix", "remix")
 DECISION_NAMES: tuple[str, ...] = ("argmax", "threshold_moving", "posthoc_logit")
 ARCH_NAMES: tuple[str, ...] = ("small_cnn", "alexnet")
 HEAD_NAMES: tuple[str, ...] = ("linear", "normed")
@@ -365,13 +366,55 @@ class HingeParams:
 
 
 @dataclass(frozen=True)
+class LabelSmoothingParams:
+    """Label-aware smoothing (Zhong et al. 2021, MiSLAS): ``head`` for the largest class, ``tail`` for the smallest."""
+
+    head: float = 0.3
+    tail: float = 0.0
+
+    def validate(self, where: str) -> None:
+        check_range(self.head, f"{where}.head", low=0.0, high=1.0, high_open=True)
+        check_range(self.tail, f"{where}.tail", low=0.0, high=1.0, high_open=True)
+
+
+@dataclass(frozen=True)
 class LossParams:
-    """The ``losses`` section: hyperparameters of every loss that has any."""
+    """The ``losses`` section: hyperparameters of every loss that has any, and of label smoothing."""
 
     focal: FocalParams = field(default_factory=FocalParams)
     ldam: LdamParams = field(default_factory=LdamParams)
     logit_adjusted: LogitAdjustedParams = field(default_factory=LogitAdjustedParams)
     hinge: HingeParams = field(default_factory=HingeParams)
+    label_smoothing: LabelSmoothingParams = field(default_factory=LabelSmoothingParams)
+
+
+@dataclass(frozen=True)
+class MixupParams:
+    alpha: float = 1.0              # mixing ratio drawn from Beta(alpha, alpha) (Zhang et al. 2018)
+
+    def validate(self, where: str) -> None:
+        check_range(self.alpha, f"{where}.alpha", low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
+class RemixParams:
+    alpha: float = 1.0              # images mixed as mixup, ratio from Beta(alpha, alpha)
+    kappa: float = 3.0              # class-size ratio from which the label tilts to the smaller class
+    tau: float = 0.5                # ... when the smaller class's share of the image is at least 1 - tau
+
+    def validate(self, where: str) -> None:
+        check_range(self.alpha, f"{where}.alpha", low=0.0, low_open=True)
+        check_range(self.kappa, f"{where}.kappa", low=1.0)
+        check_range(self.tau, f"{where}.tau", low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class AugmentationParams:
+    """The ``augmentations`` section: constants of the augmentation axis (weldnet/strategies/augment.py)."""
+
+    mixup: MixupParams = field(default_factory=MixupParams)
+    cutmix: MixupParams = field(default_factory=MixupParams)     # box area share from Beta(alpha, alpha) (Yun et al.)
+    remix: RemixParams = field(default_factory=RemixParams)
 
 
 @dataclass(frozen=True)
@@ -469,6 +512,24 @@ class PretrainParams(OptimParams):
 
 
 @dataclass(frozen=True)
+class CrtStage:
+    """The re-training phase of ``schedule: crt``, where it differs from the strategy's first phase."""
+
+    loss: str | None = None             # null: the strategy's loss
+    weighting: str | None = None        # null: the strategy's weighting
+    label_smoothing: bool = False       # label-aware smoothing with losses.label_smoothing
+    max_norm: float | None = None       # null: no cap on the output layer's per-class weight norms
+
+    def validate(self, where: str) -> None:
+        if self.loss is not None:
+            check_loss(self.loss, f"{where}.loss")
+        if self.weighting is not None:
+            check_choice(self.weighting, WEIGHTING_NAMES, f"{where}.weighting")
+        if self.max_norm is not None:
+            check_range(self.max_norm, f"{where}.max_norm", low=0.0, low_open=True)
+
+
+@dataclass(frozen=True)
 class Strategy:
     """A named choice on each axis (README, Strategies); a new combination needs no code."""
 
@@ -482,10 +543,26 @@ class Strategy:
     head: str | None = None                                   # null: model.head
     decision: str = "argmax"
     reuse: str | None = None                                  # apply `decision` to this strategy's model
+    augment: str = "flip"                                     # flip (train.flip alone) | mixup | cutmix | remix
+    weight_decay: float | None = None                         # null: train.weight_decay
+    max_norm: float | None = None                             # per-class weight-norm cap of the output layer
+    crt: CrtStage = field(default_factory=CrtStage)           # schedule crt: its re-training phase's settings
 
     def validate(self, where: str) -> None:
         if self.loss is not None:
             check_loss(self.loss, f"{where}.loss")
+        check_choice(self.augment, AUGMENT_NAMES, f"{where}.augment")
+        if self.weight_decay is not None:
+            check_range(self.weight_decay, f"{where}.weight_decay", low=0.0)
+        if self.max_norm is not None:
+            check_range(self.max_norm, f"{where}.max_norm", low=0.0, low_open=True)
+        if self.crt != CrtStage() and self.schedule != "crt":
+            raise ParamError(f"{where}.crt sets the re-training phase of schedule crt, but the schedule is "
+                             f"{self.schedule}; set schedule: crt or drop crt")
+        if self.reuse is not None and (self.augment != "flip" or self.weight_decay is not None
+                                       or self.max_norm is not None):
+            raise ParamError(f"{where}: reuse trains nothing, so augment, weight_decay and max_norm have no effect; "
+                             "drop them")
         check_choice(self.weighting, WEIGHTING_NAMES, f"{where}.weighting")
         check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
         check_choice(self.decision, DECISION_NAMES, f"{where}.decision")
@@ -602,6 +679,7 @@ class Params:
     weightings: WeightingParams = field(default_factory=WeightingParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     schedules: ScheduleParams = field(default_factory=ScheduleParams)
+    augmentations: AugmentationParams = field(default_factory=AugmentationParams)
     pretrain: PretrainParams = field(default_factory=PretrainParams)
     ceiling: list[str] = field(default_factory=lambda: ["baseline"])
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
@@ -690,6 +768,7 @@ class StrategyConfig:
     weightings: WeightingParams = field(default_factory=WeightingParams)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     schedules: ScheduleParams = field(default_factory=ScheduleParams)
+    augmentations: AugmentationParams = field(default_factory=AugmentationParams)
     device: str = "auto"
     pretrained: Pretrained | None = None
 

@@ -13,7 +13,12 @@ weights. Each train stage depends on its own file, so:
 - ``-S losses.focal.gamma=1`` changes the strategies whose loss is focal;
 - ``-S weightings.drw.start=0.5`` changes the strategies whose weighting is drw;
 - new pretrained weights (``-S audit.drop_suspects=true``) change the ``init: redbox`` ones;
-- ``-S sampling.target_ratio=0.9`` changes over-, under- and selective under-sampling.
+- ``-S sampling.target_ratio=0.9`` changes over-, under- and selective under-sampling;
+- ``-S augmentations.mixup.alpha=0.4`` changes the strategies whose augment is mixup.
+
+A strategy's own ``weight_decay`` replaces ``train.weight_decay`` in its ``train``;
+with ``schedule: crt`` its re-training phase's loss, weighting and label smoothing
+(``strategy.crt``) bring their settings too.
 """
 from __future__ import annotations
 
@@ -48,13 +53,25 @@ def resolve_strategy(params: Params, name: str, pretrained: str, pretrained_sha2
     model = asdict(params.model)
     if strategy.head is not None:
         model["head"] = strategy.head
-    out.update({"loss": loss, "model": model, "train": asdict(params.train), "device": params.device})
-    loss_params = getattr(params.losses, loss, None)
-    if loss_params is not None:
-        out["losses"] = {loss: asdict(loss_params)}
-    weighting_params = getattr(params.weightings, strategy.weighting, None)
-    if weighting_params is not None:
-        out["weightings"] = {strategy.weighting: asdict(weighting_params)}
+    train = asdict(params.train)
+    if strategy.weight_decay is not None:
+        train["weight_decay"] = strategy.weight_decay
+    out.update({"loss": loss, "model": model, "train": train, "device": params.device})
+    second = strategy.crt if strategy.schedule == "crt" else None
+    losses = [loss] + ([second.loss] if second is not None and second.loss is not None else [])
+    losses += ["label_smoothing"] if second is not None and second.label_smoothing else []
+    loss_settings = {name: asdict(getattr(params.losses, name)) for name in losses
+                     if getattr(params.losses, name, None) is not None}
+    if loss_settings:
+        out["losses"] = loss_settings
+    weightings = [strategy.weighting] + ([second.weighting] if second is not None and second.weighting else [])
+    weighting_settings = {name: asdict(getattr(params.weightings, name)) for name in weightings
+                          if getattr(params.weightings, name, None) is not None}
+    if weighting_settings:
+        out["weightings"] = weighting_settings
+    augment_params = getattr(params.augmentations, strategy.augment, None)
+    if augment_params is not None:
+        out["augmentations"] = {strategy.augment: asdict(augment_params)}
     if uses_sampling(strategy, params.schedules):
         out["sampling"] = asdict(params.sampling)
     if strategy.schedule != "standard":

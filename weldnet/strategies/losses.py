@@ -27,6 +27,21 @@ code, passes weights of one). ``drw`` is ones before
 from then on: LDAM-DRW is ``loss: ldam`` with ``weighting: drw``, as Cao et al.'s
 ``loss_type`` x ``train_rule``.
 
+**Mixed targets** (the ``augment`` axis: mixup, CutMix, Remix): every loss takes
+``loss.mixed(logits, a, b, lam)``, the two losses of the mixed photos' labels mixed
+photo by photo, ``reduce(lam_i t(z_i, a_i)) + reduce((1 - lam_i) t(z_i, b_i))``,
+``t`` the loss's per-photo term and ``reduce`` its own batch reduction (the weighted
+mean, or Bayesian cross entropy's per-class mean). With one ``lam`` for the batch
+(mixup, CutMix) that is exactly ``lam L(z, a) + (1 - lam) L(z, b)``; with ``lam = 1``
+it is ``L(z, a)``. Bayesian cross entropy's batch prior in a mixed batch is each
+class's number of photos drawn into the batch: ``b`` is a permutation of ``a``, so
+both label sets count the same ``n_c`` (docs/strategies.md).
+
+**Label smoothing** (``smoothing``: one ``eps_c`` per class, label-aware smoothing
+of MiSLAS): the target ``(1 - eps_y) e_y + eps_y / K`` by the same linearity,
+``(1 - eps_y) t(z, y) + (eps_y / K) sum_c t(z, c)``, reduced by the true label;
+for cross entropy this is MiSLAS's label-aware smoothing loss.
+
 Their test-time counterparts (threshold-moving, post-hoc logit adjustment) are
 decision rules, in ``weldnet.strategies.decisions``.
 """
@@ -108,7 +123,8 @@ class ClassCountLoss(nn.Module):
     ``self.weighted`` is False for ``none``, so an unweighted loss runs its plain formula.
     """
 
-    def __init__(self, class_counts: Sequence[int], weighting: ClassWeighting | None = None):
+    def __init__(self, class_counts: Sequence[int], weighting: ClassWeighting | None = None,
+                 smoothing: Sequence[float] | None = None):
         super().__init__()
         self.class_counts = tuple(int(n) for n in class_counts)
         class_stats.priors(self.class_counts)  # rejects empty or negative counts
@@ -117,6 +133,42 @@ class ClassCountLoss(nn.Module):
         self.weighted = self.weighting.name != "none"
         initial = self.weighting.weights(self.class_counts, None, None)
         self._buffer("weight", np.ones(self.num_classes) if initial is None else initial)
+        self.smoothed = smoothing is not None
+        if smoothing is not None:
+            if len(smoothing) != self.num_classes:
+                raise ValueError(f"{len(smoothing)} smoothing values for {self.num_classes} classes")
+            self._buffer("smoothing", np.asarray(smoothing, dtype=np.float64))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of integer targets (n,): the plain formula, or its label-smoothed form."""
+        self._check(logits)
+        if self.smoothed:
+            return self.reduce(self.smoothed_terms(logits, target), target)
+        return self.plain(logits, target)
+
+    def mixed(self, logits: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """The loss of mixed photos: ``reduce(lam t(z, a), a) + reduce((1 - lam) t(z, b), b)``, lam of shape (n,)."""
+        self._check(logits)
+        terms = self.smoothed_terms if self.smoothed else self.terms
+        lam = lam.to(logits.dtype)
+        return self.reduce(lam * terms(logits, a), a) + self.reduce((1 - lam) * terms(logits, b), b)
+
+    def plain(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.reduce(self.terms(logits, target), target)
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The per-photo terms (n,) that ``reduce`` averages into the loss."""
+        raise NotImplementedError
+
+    def reduce(self, terms: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The batch reduction of per-photo terms labelled ``target``: the weighted mean (linear in ``terms``)."""
+        return self.weighted_mean(terms, target)
+
+    def smoothed_terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``(1 - eps_y) t(z, y) + (eps_y / K) sum_c t(z, c)``: the terms of the smoothed target."""
+        eps = self.smoothing.to(logits.dtype)[target]
+        every = sum(self.terms(logits, torch.full_like(target, c)) for c in range(self.num_classes))
+        return (1 - eps) * self.terms(logits, target) + eps / self.num_classes * every
 
     def on_epoch(self, epoch: int, total_epochs: int) -> None:
         """Called by the trainer at the start of every (0-based) epoch of the schedule's ``total_epochs``."""
@@ -147,9 +199,11 @@ class ClassCountLoss(nn.Module):
 class CrossEntropy(ClassCountLoss):
     """Equation 16 of the report: ``-(1/n) sum_i log f(x_i, l_i)``, f the softmax; weighted: torch's weighted mean."""
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
+    def plain(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, weight=self.class_weight(logits))
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, reduction="none")
 
 
 class BayesianCrossEntropy(ClassCountLoss):
@@ -169,17 +223,19 @@ class BayesianCrossEntropy(ClassCountLoss):
     does) sum to equation 17 over the global batch.
     """
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
-        ce = F.cross_entropy(logits, target, reduction="none")
-        in_batch = torch.bincount(target, minlength=self.num_classes).to(ce.dtype)
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, reduction="none")
+
+    def reduce(self, terms: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-class means of the terms, ``n_c`` the photos of class c in the (global) batch, summed over K."""
+        in_batch = torch.bincount(target, minlength=self.num_classes).to(terms.dtype)
         if self.weighted:
-            ce = ce * self.weight.to(ce.dtype)[target]
+            terms = terms * self.weight.to(terms.dtype)[target]
         if world_size() > 1:
             counts = global_sum(in_batch)
-            return (ce / counts[target]).sum() / self.num_classes * (counts.sum() / len(target))
+            return (terms / counts[target]).sum() / self.num_classes * (counts.sum() / len(target))
         # log f / (n_c / n) summed and divided by K n  ==  sum log f / n_c over K
-        return (ce / in_batch[target]).sum() / self.num_classes
+        return (terms / in_batch[target]).sum() / self.num_classes
 
 
 class FocalLoss(ClassCountLoss):
@@ -192,21 +248,20 @@ class FocalLoss(ClassCountLoss):
     """
 
     def __init__(self, class_counts: Sequence[int], gamma: float = 2.0, alpha: float | None = None,
-                 weighting: ClassWeighting | None = None):
-        super().__init__(class_counts, weighting)
+                 weighting: ClassWeighting | None = None, smoothing: Sequence[float] | None = None):
+        super().__init__(class_counts, weighting, smoothing)
         self.gamma = gamma
         alphas = np.ones(self.num_classes) if alpha is None else np.full(self.num_classes, alpha)
         if alpha is not None:
             alphas[0] = 1.0 - alpha
         self._buffer("alpha", alphas)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
         # 1 - p = -expm1(log p) keeps its precision near p = 1; the clamp keeps the
         # gradient of x**gamma finite for gamma < 1 when p rounds to exactly 1
         modulating = (-torch.expm1(log_p)).clamp(min=1e-12) ** self.gamma
-        return self.weighted_mean(-(self.alpha.to(logits.dtype)[target] * modulating * log_p), target)
+        return -(self.alpha.to(logits.dtype)[target] * modulating * log_p)
 
 
 class LdamLoss(ClassCountLoss):
@@ -220,16 +275,20 @@ class LdamLoss(ClassCountLoss):
     """
 
     def __init__(self, class_counts: Sequence[int], max_margin: float = 0.5, scale: float = 30.0,
-                 weighting: ClassWeighting | None = None):
-        super().__init__(class_counts, weighting)
+                 weighting: ClassWeighting | None = None, smoothing: Sequence[float] | None = None):
+        super().__init__(class_counts, weighting, smoothing)
         self.scale = scale
         self._buffer("margins", class_stats.ldam_margins(self.class_counts, max_margin))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
+    def plain(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.scale * self._adjusted(logits, target), target, weight=self.weight.to(logits.dtype))
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.scale * self._adjusted(logits, target), target, reduction="none")
+
+    def _adjusted(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         true_class = F.one_hot(target, self.num_classes).to(logits.dtype)
-        adjusted = logits - true_class * self.margins.to(logits.dtype)[target][:, None]
-        return F.cross_entropy(self.scale * adjusted, target, weight=self.weight.to(logits.dtype))
+        return logits - true_class * self.margins.to(logits.dtype)[target][:, None]
 
 
 class LogitAdjustedLoss(ClassCountLoss):
@@ -238,14 +297,17 @@ class LogitAdjustedLoss(ClassCountLoss):
     tau = 1 is the balanced softmax: ``-log(p_y e^{z_y} / sum_c p_c e^{z_c})``.
     """
 
-    def __init__(self, class_counts: Sequence[int], tau: float = 1.0, weighting: ClassWeighting | None = None):
-        super().__init__(class_counts, weighting)
+    def __init__(self, class_counts: Sequence[int], tau: float = 1.0, weighting: ClassWeighting | None = None,
+                 smoothing: Sequence[float] | None = None):
+        super().__init__(class_counts, weighting, smoothing)
         self.tau = tau
         self._buffer("offsets", class_stats.logit_offsets(self.class_counts, tau))
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
+    def plain(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits + self.offsets.to(logits.dtype), target, weight=self.class_weight(logits))
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.offsets.to(logits.dtype), target, reduction="none")
 
 
 class HingeLoss(ClassCountLoss):
@@ -255,26 +317,33 @@ class HingeLoss(ClassCountLoss):
     weighted mean of the per-photo terms, a class-weighted SVM (C_c proportional to w_c).
     """
 
-    def __init__(self, class_counts: Sequence[int], margin: float = 1.0, weighting: ClassWeighting | None = None):
-        super().__init__(class_counts, weighting)
+    def __init__(self, class_counts: Sequence[int], margin: float = 1.0, weighting: ClassWeighting | None = None,
+                 smoothing: Sequence[float] | None = None):
+        super().__init__(class_counts, weighting, smoothing)
         self.margin = margin
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        self._check(logits)
+    def plain(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if not self.weighted:
             return F.multi_margin_loss(logits, target, margin=self.margin)
-        return self.weighted_mean(F.multi_margin_loss(logits, target, margin=self.margin, reduction="none"), target)
+        return self.weighted_mean(self.terms(logits, target), target)
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.multi_margin_loss(logits, target, margin=self.margin, reduction="none")
 
 
-LossBuilder = Callable[[Sequence[int], LossParams, ClassWeighting], nn.Module]
+Smoothing = Sequence[float] | None
+LossBuilder = Callable[[Sequence[int], LossParams, ClassWeighting, Smoothing], ClassCountLoss]
 
 LOSSES: dict[str, LossBuilder] = {
-    "cross_entropy": lambda counts, p, w: CrossEntropy(counts, w),
-    "bayesian": lambda counts, p, w: BayesianCrossEntropy(counts, w),
-    "focal": lambda counts, p, w: FocalLoss(counts, gamma=p.focal.gamma, alpha=p.focal.alpha, weighting=w),
-    "ldam": lambda counts, p, w: LdamLoss(counts, max_margin=p.ldam.max_margin, scale=p.ldam.scale, weighting=w),
-    "logit_adjusted": lambda counts, p, w: LogitAdjustedLoss(counts, tau=p.logit_adjusted.tau, weighting=w),
-    "hinge": lambda counts, p, w: HingeLoss(counts, margin=p.hinge.margin, weighting=w),
+    "cross_entropy": lambda counts, p, w, s: CrossEntropy(counts, w, s),
+    "bayesian": lambda counts, p, w, s: BayesianCrossEntropy(counts, w, s),
+    "focal": lambda counts, p, w, s: FocalLoss(counts, gamma=p.focal.gamma, alpha=p.focal.alpha, weighting=w,
+                                               smoothing=s),
+    "ldam": lambda counts, p, w, s: LdamLoss(counts, max_margin=p.ldam.max_margin, scale=p.ldam.scale, weighting=w,
+                                             smoothing=s),
+    "logit_adjusted": lambda counts, p, w, s: LogitAdjustedLoss(counts, tau=p.logit_adjusted.tau, weighting=w,
+                                                                smoothing=s),
+    "hinge": lambda counts, p, w, s: HingeLoss(counts, margin=p.hinge.margin, weighting=w, smoothing=s),
 }
 
 
@@ -285,7 +354,13 @@ def build_weighting(name: str, params: WeightingParams | None = None, where: str
 
 
 def build_loss(name: str, class_counts: Sequence[int], params: LossParams, where: str = "loss", *,
-               weighting: str = "none", weightings: WeightingParams | None = None) -> nn.Module:
-    """The loss registered as ``name`` with the class weighting ``weighting``; unknown names raise ParamError."""
+               weighting: str = "none", weightings: WeightingParams | None = None,
+               label_smoothing: bool = False) -> ClassCountLoss:
+    """The loss registered as ``name`` with the class weighting ``weighting``; unknown names raise ParamError.
+
+    ``label_smoothing``: label-aware smoothing of the targets, ``params.label_smoothing``'s head and tail.
+    """
     check_choice(name, LOSSES, where)
-    return LOSSES[name](class_counts, params, build_weighting(weighting, weightings))
+    smoothing = (class_stats.label_aware_smoothing(class_counts, params.label_smoothing.head,
+                                                   params.label_smoothing.tail) if label_smoothing else None)
+    return LOSSES[name](class_counts, params, build_weighting(weighting, weightings), smoothing)

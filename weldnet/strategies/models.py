@@ -89,3 +89,22 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN, "alexnet":
 def build_model(params: ModelParams, num_classes: int) -> nn.Module:
     check_choice(params.arch, MODELS, "model.arch")
     return MODELS[params.arch](num_classes, width=params.width, dropout=params.dropout, head=params.head)
+
+
+def output_layer_of(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The name (under ``classifier``) and module of the last linear layer of ``model.classifier``."""
+    names = [name for name, module in model.classifier.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError("the model's classifier does not end in a linear layer")
+    return names[-1], model.classifier.get_submodule(names[-1])
+
+
+@torch.no_grad()
+def cap_class_norms(weight: torch.Tensor, max_norm: float) -> None:
+    """MaxNorm (Alshammari et al. 2022): each class's weight row rescaled to norm at most ``max_norm``, in place.
+
+    ``w_c <- w_c * min(1, max_norm / ||w_c||)``: the projection onto the norm ball, applied
+    after every optimiser step; rows already inside it are left exactly as they are.
+    """
+    norms = weight.norm(dim=1, keepdim=True)
+    weight.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))

@@ -15,6 +15,7 @@ from torch import nn
 
 from weldnet.core.config import DataError, ParamError
 from weldnet.core.params import Strategy
+from weldnet.strategies.models import output_layer_of
 
 IMAGENET_ALEXNET = "alexnet-owt-7be5be79.pth"
 
@@ -98,13 +99,13 @@ def retrain_output_layer(model: nn.Module) -> str:
     batch norms included (the training loop keeps frozen ones in eval mode), and only
     the output layer learns again. Returns the re-initialised layer's name.
     """
-    names = [name for name, module in model.classifier.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise ParamError("schedule crt needs a model whose classifier ends in a linear layer")
-    output = model.classifier.get_submodule(names[-1])
+    try:
+        name, output = output_layer_of(model)
+    except ValueError:
+        raise ParamError("schedule crt needs a model whose classifier ends in a linear layer") from None
     for param in model.parameters():
         param.requires_grad_(False)
     output.reset_parameters()
     for param in output.parameters():
         param.requires_grad_(True)
-    return f"classifier.{names[-1]}"
+    return f"classifier.{name}"

@@ -29,6 +29,8 @@ from weldnet.core.distributed import Group, current, global_sum
 from weldnet.core.params import OptimParams
 from weldnet.core.progress import Progress
 from weldnet.photos.dataset import set_loader_epoch
+from weldnet.strategies.augment import Mix
+from weldnet.strategies.models import cap_class_norms, output_layer_of
 from weldnet.train.device import FP32, Precision
 from weldnet.train.optim import Optimiser, build_lr_schedule, build_optimizer
 from weldnet.train.predict import model_input
@@ -79,6 +81,8 @@ class StepSettings:
     min_batch: int = 1                # smaller batches are skipped (batch norm needs two photos)
     log: Logger | None = None         # gets every step's train/loss and train/lr at the end of the epoch
     bar: Progress | None = None       # moved on once per step
+    mix: Mix | None = None            # the augment axis: mixes the prepared batch (loss.mixed takes its targets)
+    after_step: Callable[[], None] | None = None   # run after every optimiser step (MaxNorm's projection)
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimiser: Optimiser, loader: DataLoader,
@@ -108,12 +112,17 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimiser: Optimiser, 
         total = local if group.world == 1 else int(global_sum(torch.tensor([local], device=device)).item())
         if total < settings.min_batch:
             continue
-        x = precision.layout(settings.prepare(images.to(device, non_blocking=True), generator))
+        x = settings.prepare(images.to(device, non_blocking=True), generator)
         y = targets.to(device, non_blocking=True)
+        mixed = None
+        if settings.mix is not None:
+            x, mixed = settings.mix(x, y, generator)
+        x = precision.layout(x)
         rates.append(optimiser.lr)
         with precision.autocast(device):
             out = model(x)
-        loss = loss_fn(out.float() if precision.dtype is not None else out, y)
+        out = out.float() if precision.dtype is not None else out
+        loss = loss_fn(out, y) if mixed is None else loss_fn.mixed(out, mixed.a, mixed.b, mixed.lam)
         if group.world > 1:
             share = local / total
             values.append(global_sum((loss.detach() * share).reshape(1))[0])
@@ -121,6 +130,8 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimiser: Optimiser, 
         else:
             values.append(loss.detach())
         optimiser.step(loss)
+        if settings.after_step is not None:
+            settings.after_step()
         if settings.bar is not None:
             settings.bar.update(1)
     _log_steps(values, rates, first_step, settings)
@@ -168,6 +179,8 @@ class FitSettings:
     precision: Precision = FP32
     rank: Callable[[dict[str, float]], tuple[float, ...]] = selection_key
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
+    mix: Mix | None = None                                 # the augment axis (weldnet.strategies.augment)
+    max_norm: float | None = None                          # MaxNorm cap of the output layer's class weights
 
 
 @dataclass(frozen=True)
@@ -260,7 +273,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, run: FitSettin
     with shown as bar:
         if bar is not None:
             bar.update(step)
-        steps = StepSettings(run.device, run.prepare, run.precision, run.name, log=shifted, bar=bar)
+        steps = StepSettings(run.device, run.prepare, run.precision, run.name, log=shifted, bar=bar, mix=run.mix,
+                             after_step=None if run.max_norm is None else max_norm_step(model, run.max_norm))
         for epoch in range(start_epoch, params.epochs):
             torch.manual_seed(epoch_seed(run.seed, epochs_before + epoch, group.rank))
             generator = torch.Generator().manual_seed(epoch_seed(run.seed, epochs_before + epoch, group.rank))
@@ -286,6 +300,15 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, run: FitSettin
     assert best is not None
     return FitResult(state=best["model"], best_epoch=best["epoch"], epochs_run=params.epochs, history=history,
                      steps=step, best_score=tuple(best["key"]), scores=dict(best["scores"]))
+
+
+def max_norm_step(model: nn.Module, max_norm: float) -> Callable[[], None]:
+    """After each step: the output layer's per-class weight rows projected to norm <= ``max_norm`` (MaxNorm)."""
+    _, output = output_layer_of(model)
+
+    def project() -> None:
+        cap_class_norms(output.weight, max_norm)
+    return project
 
 
 def distributed_model(model: nn.Module, device: torch.device, group: Group) -> nn.Module:

@@ -7,7 +7,10 @@
   (``weldnet.strategies.selective``), each round followed by ``round_epochs`` more epochs.
 - ``crt``: classifier re-training (Kang et al. 2020): a standard run learns the
   representation, then the output layer is re-initialised and trained alone, with
-  class-balanced sampling, on the frozen network.
+  class-balanced sampling, on the frozen network. The re-training phase takes its
+  own loss, weighting, label smoothing and MaxNorm cap (``strategy.crt``, built by
+  the stage into ``Run.make_classifier_loss`` and ``Run.classifier_max_norm``);
+  it never mixes photos (MiSLAS's second stage does not).
 
 A loss whose class weights change with the epoch (``weighting: drw``) sees the
 epoch counted over the whole schedule and its total length (``crt``: both phases);
@@ -30,6 +33,7 @@ from torch import nn
 from weldnet.core.distributed import current
 from weldnet.core.params import SamplingParams, ScheduleParams, TrainParams
 from weldnet.photos.dataset import PhotoDataset
+from weldnet.strategies.augment import Mix
 from weldnet.strategies.sampling import build_loader, draw_generator
 from weldnet.strategies.selective import initial_set, selection_round
 from weldnet.strategies.transfer import retrain_output_layer
@@ -60,6 +64,10 @@ class Run:
     checkpoints: Checkpoints                        # phase name ('' for the only one) -> (save, load)
     workers: int = 1                                # loader processes reading photos not held in memory
     memo: FitMemo | None = None                     # finished fits to reuse instead of repeating them
+    make_mix: Callable[[list[int]], Mix | None] = lambda counts: None   # class counts -> the augment axis's mixer
+    max_norm: float | None = None                   # MaxNorm cap of every fit but crt's re-training
+    make_classifier_loss: Callable[[list[int]], nn.Module] | None = None   # crt's re-training loss (None: make_loss)
+    classifier_max_norm: float | None = None        # crt's re-training MaxNorm cap
 
     @property
     def seed(self) -> int:
@@ -70,14 +78,19 @@ class Run:
         return np.bincount(labels, minlength=self.n_classes).tolist()
 
     def fit(self, model: nn.Module, name: str, *, rows: np.ndarray | None = None, params: TrainParams | None = None,
-            sampler: str | None = None, phase: Phase = WHOLE) -> FitResult:
+            sampler: str | None = None, phase: Phase = WHOLE, classifier: bool = False) -> FitResult:
         """``fit`` on the training rows ``rows`` (all by default), checkpointed under ``name``.
 
         ``phase``: the steps and epochs of the schedule before this fit, and the schedule's
-        length over all its phases, for an epoch-dependent weighting (DRW).
+        length over all its phases, for an epoch-dependent weighting (DRW). ``classifier``:
+        crt's re-training phase, with its own loss and MaxNorm cap and no mixing.
         """
         params = params or self.params
-        loss = self.make_loss(self.counts(rows))
+        counts = self.counts(rows)
+        make_loss = self.make_classifier_loss if classifier and self.make_classifier_loss else self.make_loss
+        loss = make_loss(counts)
+        loop = replace(self.loop, mix=None if classifier else self.make_mix(counts),
+                       max_norm=self.classifier_max_norm if classifier else self.max_norm)
         key = None
         if self.memo is not None:
             settings = {k: v for k, v in asdict(params).items() if k != "seeds"}
@@ -87,7 +100,7 @@ class Run:
             key = self.memo.key(model, rows=None if rows is None else np.asarray(rows).tolist(), params=settings,
                                 sampler=sampler or self.sampler, sampling=asdict(self.sampling), seed=self.seed,
                                 offsets=[phase.steps_before, phase.epochs_before], loss=loss_signature(loss),
-                                schedule_length=schedule_length)
+                                schedule_length=schedule_length, mix=repr(loop.mix), max_norm=loop.max_norm)
             done = self.memo.load(key)
             if done is not None:
                 return self._reuse(model, done, name)
@@ -97,7 +110,7 @@ class Run:
         loader = build_loader(dataset, labels, params.batch_size, sampler or self.sampler, self.seed, self.sampling,
                               workers=self.workers, pin_memory=self.loop.device.type == "cuda", rank=group.rank,
                               world=group.world)
-        result = fit(model, loss, loader, self.loop, params, self.checkpoints(name), phase)
+        result = fit(model, loss, loader, loop, params, self.checkpoints(name), phase)
         if key is not None and current().main:
             self.memo.save(key, result, model.state_dict())
         return result
@@ -169,7 +182,7 @@ def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     reset = retrain_output_layer(model)
     print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
     second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
-                     sampler=c.sampler, phase=Phase(first.steps, run.params.epochs, total))
+                     sampler=c.sampler, phase=Phase(first.steps, run.params.epochs, total), classifier=True)
     return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
                      history=first.history + second.history, steps=first.steps + second.steps,
                      best_score=second.best_score,
