@@ -30,6 +30,7 @@ from weldnet.core.config import DataError, build, run_stage
 from weldnet.core.distributed import relaunch
 from weldnet.core.params import StrategyConfig, load_checked_params
 from weldnet.core.paths import remove_output
+from weldnet.train import store
 
 
 def read_config(path: Path) -> StrategyConfig:
@@ -49,8 +50,7 @@ def write_reuse(out: Path, live: Path, config: StrategyConfig) -> None:
     out.mkdir(parents=True)
     live.mkdir(parents=True)
     strategy = config.strategy
-    (out / "config.json").write_text(json.dumps({"strategy": config.name, "reuse": strategy.reuse,
-                                                 "decision": strategy.decision}, indent=2) + "\n")
+    store.write_pointer(out, config.name, strategy.reuse, strategy.decision)
     print(f"strategy {config.name}: no training; evaluate applies '{strategy.decision}' to {strategy.reuse}'s model")
 
 
@@ -191,13 +191,11 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         if group.main:
             log.close()
-            seed_dir = args.out / f"seed-{seed}"
-            seed_dir.mkdir()
-            torch.save(result.state, seed_dir / "model.pt")
-        summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
+            store.save_weights(args.out, seed, result.state)
+        summary[store.seed_name(seed)] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
     if group.main:
-        (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
+        store.write_record(args.out, {**record, "seeds": summary})
         remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
     stop()
 
