@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from weldnet.core.pool import worker_count
-from weldnet.photos.shards import ShardPhotos, read_index, shard_photos
+from weldnet.photos.shards import INDEX, ShardPhotos, read_index, shard_photos
 from weldnet.photos.transforms import resize_uint8
 
 CHUNK = 64    # photos read (and resized) at a time when a cache is filled: a 64 x 256 px float copy is 50 MB
@@ -222,7 +222,7 @@ def split_dataset(split: pd.DataFrame, index: pd.DataFrame, shards: Path, name: 
 
 def load_split_images(split: pd.DataFrame, shards: Path, name: str, size: int) -> tuple[torch.Tensor, np.ndarray]:
     """uint8 NHWC images of split ``name`` resized to ``size``, in RAM, and their class labels, in split-table order."""
-    photos, labels = split_photos(split, read_index(shards / "index.csv"), shards, name, size)
+    photos, labels = split_photos(split, read_index(shards / INDEX), shards, name, size)
     return materialise(photos, torch.device("cpu")), labels
 
 
