@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import params_reads
 import pytest
 import yaml
 
@@ -36,7 +37,8 @@ READS = Path(tempfile.mkdtemp()) / "params-read.jsonl"    # what each stage read
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1", "WELDNET_PARAMS_LOG": str(READS),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT / "tests")]), "DVC_NO_ANALYTICS": "1",
+           "WELDNET_PARAMS_HOOK": params_reads.HOOK, "WELDNET_PARAMS_LOG": str(READS),
            "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)

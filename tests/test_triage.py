@@ -17,21 +17,18 @@ from weldnet.core.class_stats import priors as class_priors
 from weldnet.core.config import DataError, ParamError, TrainingError
 from weldnet.core.params import DecisionParams, ModelParams, TaskSpec, check_params, load_params
 from weldnet.photos.transforms import resize_uint8
-from weldnet.strategies.decisions import apply_decision, automation_threshold
+from weldnet.strategies.decisions import DecisionRule, apply_decision, automation_threshold, fit_decision, flaw_score
 from weldnet.strategies.models import build_model
 from weldnet.train.predict import predict_logits
 from weldnet.triage import command as cli
 from weldnet.triage.bundle import (
-    DecisionRule,
     bundle_info,
-    choose_best,
     export_gap,
     export_network,
-    fit_rule,
-    flaw_scores,
     load_network,
     network_logits,
     read_bundle,
+    read_validation,
     readme_text,
     write_bundle,
 )
@@ -136,27 +133,48 @@ def test_the_certified_threshold_keeps_its_promise_where_the_naive_one_does_not(
     assert naive_fail / trials > 0.35
 
 
-# ------------------------------------------------------------------ decision rules and choice
+# ------------------------------------------------------------------ decision rules and what evaluate chose
 @pytest.mark.parametrize("decision", ["argmax", "threshold_moving", "posthoc_logit"])
 def test_the_bundle_rule_gives_evaluates_probabilities(decision):
     rng = np.random.default_rng(1)
     val_logits, test_logits = rng.normal(size=(80, 3)) * 3, rng.normal(size=(40, 3)) * 3
     val_y = rng.integers(0, 3, 80)
     counts, params = [900, 60, 40], DecisionParams()
-    rule = fit_rule(decision, val_logits, val_y, counts, params)
+    rule = fit_decision(decision, val_logits, val_y, class_priors(counts), params)
     expected, info = apply_decision(decision, val_logits, val_y, test_logits, class_priors(counts), params)
-    np.testing.assert_allclose(rule.probs(test_logits), expected, rtol=0, atol=1e-12)
+    shipped = DecisionRule.from_dict(json.loads(json.dumps(rule.as_dict())))   # through bundle.json and back
+    np.testing.assert_array_equal(shipped.probs(test_logits), expected)
     assert rule.tau == info.get("tau")
     offset = test_logits + np.array(rule.logit_offset)          # the formula bundle.json gives to plain users
     by_hand = np.exp(offset - offset.max(1, keepdims=True))
     np.testing.assert_allclose(by_hand / by_hand.sum(1, keepdims=True), expected, atol=1e-12)
 
 
-def test_choose_best_never_picks_nan_and_breaks_ties_by_order():
-    assert choose_best({"a": 0.6, "b": 0.7, "c": 0.7}, ["a", "b", "c"]) == "b"
-    assert choose_best({"a": float("nan"), "b": 0.5}, ["a", "b"]) == "b"
-    with pytest.raises(DataError, match="triage.strategy"):
-        choose_best({"a": float("nan")}, ["a"])
+def _validation_record(path: Path, tau: float = 0.5) -> Path:
+    rule = DecisionRule("posthoc_logit", (0.9, 0.1), tau).as_dict()
+    path.write_text(json.dumps({"baseline": {"val_per_class_accuracy": 0.6, "seeds": {
+        "seed-0": {"val_per_class_accuracy": 0.5, "decision": rule},
+        "seed-1": {"val_per_class_accuracy": 0.7, "decision": rule}}}}))
+    return path
+
+
+def test_the_bundle_reads_what_evaluate_chose_on_validation(tmp_path):
+    chosen = read_validation(_validation_record(tmp_path / "validation.json"))["baseline"]
+    assert chosen.val_per_class_accuracy == 0.6 and chosen.seeds == {"seed-0": 0.5, "seed-1": 0.7}
+    assert chosen.rules["seed-1"] == DecisionRule("posthoc_logit", (0.9, 0.1), 0.5)
+
+
+def test_a_missing_or_foreign_validation_record_is_one_line(tmp_path):
+    with pytest.raises(DataError, match="not found; run the evaluate stage first"):
+        read_validation(tmp_path / "absent.json")
+    (tmp_path / "old.json").write_text(json.dumps({"baseline": {"val_per_class_accuracy": 0.6}}))
+    with pytest.raises(DataError, match="not the evaluate stage's validation record.*re-run dvc repro evaluate"):
+        read_validation(tmp_path / "old.json")
+    record = json.loads(_validation_record(tmp_path / "v.json").read_text())
+    record["baseline"]["seeds"]["seed-0"]["decision"]["rule"] = "vote"
+    (tmp_path / "v.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="re-run dvc repro evaluate"):
+        read_validation(tmp_path / "v.json")
 
 
 def test_triage_params_are_checked():
@@ -424,7 +442,7 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     model.eval()
 
     logits = predict_logits(model, x[calib], torch.device("cpu"), params.input_size).astype(np.float64)
-    score = flaw_scores(DecisionRule("argmax", tuple(class_priors(counts))).probs(logits))
+    score = flaw_score(DecisionRule("argmax", tuple(class_priors(counts))).probs(logits))
     cert = certified_threshold(score, labels[calib] != 0, target, confidence)
     assert cert.certified and cert.flawed >= 30
     bundle = make_bundle(tmp_path / "triage", model=model, params=params, counts=tuple(counts))

@@ -16,17 +16,15 @@ Every default below is the value the committed params.yaml sets (also tested).
 """
 from __future__ import annotations
 
-import atexit
-import dataclasses
-import json
+import importlib
 import os
 import re
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from weldnet.core.config import ParamError, build, check_choice, check_range, load_params, run_stage, shown
+from weldnet.core.config import ParamError, StageError, build, check_choice, check_range, load_params, run_stage, shown
 from weldnet.core.flags import RIGS, canonical_flag
 
 # ------------------------------------------------------------------ the names of each strategy axis
@@ -734,75 +732,26 @@ def check_params(raw: object) -> Params:
 def load_checked_params(path: str | Path = "params.yaml") -> Params:
     """params.yaml, checked whole and typed; every stage calls this before any work.
 
-    With the environment variable ``WELDNET_PARAMS_LOG`` naming a file, the stage
-    gets a view that notes each key it reads and appends them to that file when it
-    exits: tests/test_pipeline.py checks them against the stage's ``params`` in dvc.yaml.
+    With the environment variable ``WELDNET_PARAMS_HOOK`` set to ``module:function``,
+    the typed params pass through that function first: tests/params_reads.py uses it
+    to note each key a stage reads, which tests/test_pipeline.py compares with the
+    stage's ``params`` in dvc.yaml.
     """
     params = check_params(load_params(path))
-    log = os.environ.get(RECORD_ENV)
-    return params if not log else _record_reads(params, Path(log))
+    hook = os.environ.get(HOOK_ENV)
+    return params if not hook else _hook(hook)(params)
 
 
-# ------------------------------------------------------------------ which keys a stage reads
-RECORD_ENV = "WELDNET_PARAMS_LOG"
+HOOK_ENV = "WELDNET_PARAMS_HOOK"
 
 
-class _View:
-    """A read-only stand-in for a params dataclass that notes the dotted path of every key read."""
-
-    __slots__ = ("_obj", "_path", "_reads")
-
-    def __init__(self, obj: object, path: str, reads: set[str]):
-        object.__setattr__(self, "_obj", obj)
-        object.__setattr__(self, "_path", path)
-        object.__setattr__(self, "_reads", reads)
-
-    def __getattr__(self, name: str):
-        obj, path, reads = (object.__getattribute__(self, k) for k in ("_obj", "_path", "_reads"))
-        attr = getattr(type(obj), name, None)
-        if isinstance(attr, property):
-            return attr.fget(self)                     # properties and methods read through the view
-        if callable(attr) and not isinstance(attr, type) and name not in obj.__dict__:
-            return attr.__get__(self)
-        key = f"{path}.{name}" if path else name
-        value = getattr(obj, name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return _view(value, key, reads)
-        reads.add(key)
-        return value
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise dataclasses.FrozenInstanceError(name)
-
-
-_VIEWS: dict[type, type] = {}
-
-
-def _view(obj: object, path: str, reads: set[str]) -> _View:
-    cls = type(obj)
-    if cls not in _VIEWS:   # dataclasses.asdict, fields() and replace() accept the view, reading every field through it
-
-        def __new__(view_cls: type, *args: object, **changes: object) -> object:
-            if changes and not args:           # dataclasses.replace(view, ...): the plain dataclass, changed
-                return cls(**changes)
-            return object.__new__(view_cls)
-
-        _VIEWS[cls] = type(f"Read{cls.__name__}", (_View,), {"__slots__": (), "__new__": __new__,
-                                                              "__dataclass_fields__": cls.__dataclass_fields__})
-    return _VIEWS[cls](obj, path, reads)
-
-
-def _record_reads(params: Params, log: Path) -> Params:
-    reads: set[str] = set()
-    main = sys.modules.get("__main__")
-    module = getattr(getattr(main, "__spec__", None), "name", None) or sys.argv[0]
-
-    def write() -> None:
-        with log.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"module": module, "reads": sorted(reads)}) + "\n")
-
-    atexit.register(write)
-    return _view(params, "", reads)  # type: ignore[return-value]
+def _hook(spec: str) -> Callable[[Params], Params]:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise StageError(f"{HOOK_ENV}={spec!r} names no function to import ({exc}); "
+                         "set it to module:function or unset it") from None
 
 
 def main() -> None:
