@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from weldnet.core.config import DataError, build, run_stage
+from weldnet.core.files import write_json
 from weldnet.core.metrics import per_class_accuracy
 from weldnet.core.params import ModelParams, load_checked_params
 from weldnet.photos.dataset import load_split_images, read_split
@@ -124,7 +125,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     write_bundle(args.out, program, info, report, readme_text(info, report))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics_view(report), indent=2) + "\n")
+    write_json(args.metrics, metrics_view(report))
     auto, test = report["automation"], report["test"]
     recall = "n/a (no flawed photo)" if test["recall"] is None else f"{test['recall']:.3f}"
     print(f"bundle: {strategy} ({seed_name}, {config['decision']}), chosen by {chosen_by}")

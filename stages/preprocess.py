@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from weldnet.core.config import run_stage
+from weldnet.core.files import write_csv
 from weldnet.core.params import load_checked_params
 from weldnet.core.progress import Progress
 from weldnet.photos.decode import decode_resized
@@ -39,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with Progress(len(rows), "preprocess", unit="photo", stream=sys.stdout) as bar:
         write_shards(args.out, ordered, decode_resized(args.export, rows, params.size, params.workers, bar=bar),
                      params.size)
-    index.to_csv(args.out / INDEX, index=False)
+    write_csv(args.out / INDEX, index)
     shards = ordered["shard"].nunique()
     print(f"preprocess: {len(index)} photos -> {shards} shard(s) of {params.size}x{params.size} in {args.out}")
 

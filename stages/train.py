@@ -28,6 +28,7 @@ from pathlib import Path
 
 from weldnet.core.config import DataError, build, run_stage
 from weldnet.core.distributed import relaunch
+from weldnet.core.files import atomic_path, write_json
 from weldnet.core.params import StrategyConfig, load_checked_params
 from weldnet.core.paths import remove_output
 
@@ -49,8 +50,7 @@ def write_reuse(out: Path, live: Path, config: StrategyConfig) -> None:
     out.mkdir(parents=True)
     live.mkdir(parents=True)
     strategy = config.strategy
-    (out / "config.json").write_text(json.dumps({"strategy": config.name, "reuse": strategy.reuse,
-                                                 "decision": strategy.decision}, indent=2) + "\n")
+    write_json(out / "config.json", {"strategy": config.name, "reuse": strategy.reuse, "decision": strategy.decision})
     print(f"strategy {config.name}: no training; evaluate applies '{strategy.decision}' to {strategy.reuse}'s model")
 
 
@@ -193,11 +193,12 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
             log.close()
             seed_dir = args.out / f"seed-{seed}"
             seed_dir.mkdir()
-            torch.save(result.state, seed_dir / "model.pt")
+            with atomic_path(seed_dir / "model.pt") as tmp:
+                torch.save(result.state, tmp)
         summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
     if group.main:
-        (args.out / "config.json").write_text(json.dumps({**record, "seeds": summary}, indent=2) + "\n")
+        write_json(args.out / "config.json", {**record, "seeds": summary})
         remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
     stop()
 

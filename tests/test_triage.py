@@ -437,3 +437,22 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     # not significantly below the target: P(Binomial(flawed, target) <= caught) >= 1%
     assert binomial_cdf(tally.flawed_caught, tally.flawed, target) >= 0.01, (tally.flawed_caught, tally.flawed)
     assert f"flawed photos sent to review: recall {tally.recall:.3f}" in capsys.readouterr().out
+
+
+def test_any_file_name_gets_exactly_one_row_that_reads_back(tmp_path, clear_all, capsys):
+    photos = tmp_path / "photos"
+    names = ["cr\rname.jpg", "lf\nname.jpg", "tab\tname.jpg", 'quote"name.jpg', "comma,name.jpg", "plain.jpg"]
+    for k, name in enumerate(names):
+        _jpeg(photos / name, k)
+    with open(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"), "wb") as fh:      # a Latin-1 name
+        fh.write(_jpeg(tmp_path / "latin.jpg", 9).read_bytes())
+    out = tmp_path / "triage.csv"
+    tally = cli.run([str(photos)], clear_all, out, workers=1, block=3)
+    rows = _read_rows(out)
+    assert len(rows) == len(names) + 1 and tally.photos == len(names) + 1
+    for name in names:
+        assert rows[str(photos / name)]["decision"] == "clear", name
+    latin = rows[str(photos) + "/caf\\xe9.jpg"]
+    assert latin["decision"] == "review" and "not UTF-8" in latin["reason"] and latin["score"] == ""
+    assert "unreadable_name" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin.jpg", "photos", "triage.csv", "triage.html"]

@@ -328,7 +328,12 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a ParamError or StageError ends it with one line on stderr and exit code 2."""
+    """Run a stage's main(); a ParamError, StageError, OSError or MemoryError ends it with one line and exit code 2.
+
+    A stage killed from outside (SIGKILL, the kernel's out-of-memory killer) cannot print
+    anything: DVC reports it as ``exited with -9``. Its outputs are never half-written, since
+    every writer renames a complete temporary file into place (weldnet.core.files).
+    """
     from weldnet.core.threads import thread_budget
 
     try:
@@ -343,3 +348,20 @@ def run_stage(main: Callable[[], None]) -> None:
     except StageError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:           # a full disk, a file-size limit, an I/O error outside the shared writers
+        print(f"error: {_one_line(os_error_line(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print("error: out of memory (MemoryError); free memory, run fewer stages at once (dvc queue --jobs) "
+              "or lower loader.cache_mb and the batch sizes", file=sys.stderr)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the file it names (if any) and the cause."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    name = exc.filename
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "backslashreplace")
+    where = "" if name is None else " " + str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"I/O error on{where}: {cause}" if where else f"I/O error: {cause}"

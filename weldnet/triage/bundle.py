@@ -29,6 +29,7 @@ from torch import nn
 
 from weldnet.core.class_stats import priors as class_priors
 from weldnet.core.config import DataError, TrainingError
+from weldnet.core.files import atomic_path, write_json, write_text
 from weldnet.core.metrics import softmax
 from weldnet.core.params import DecisionParams, TaskSpec
 from weldnet.photos.transforms import MEAN, STD, to_input
@@ -275,10 +276,11 @@ def write_bundle(out: Path, program: torch.export.ExportedProgram, info: dict, c
                  readme: str) -> None:
     """Write the bundle folder, replacing the files of an earlier one."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(out / NETWORK))
-    (out / BUNDLE).write_text(json.dumps(info, indent=2) + "\n")
-    (out / TRIAGE).write_text(json.dumps(certificate, indent=2) + "\n")
-    (out / README).write_text(readme)
+    with atomic_path(out / NETWORK) as tmp:
+        torch.export.save(program, str(tmp))
+    write_json(out / BUNDLE, info)
+    write_json(out / TRIAGE, certificate)
+    write_text(out / README, readme)
 
 
 def read_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:
