@@ -232,3 +232,24 @@ def test_an_os_error_outside_the_writers_is_one_line_with_exit_2(capsys):
         run_stage(main)
     assert info.value.code == 2
     assert capsys.readouterr().err == "error: I/O error on data/prepared/redbox-000.npy: Input/output error\n"
+
+
+def test_preprocess_checks_the_shards_against_the_free_disk_before_any_work(tmp_path, monkeypatch):
+    from stages import preprocess as preprocess_stage
+    from weldnet.core import files
+
+    run_ingest(tmp_path, ["a.jpg,redbox,", "b.jpg,bluebox,"], {"a.jpg": jpeg(0), "b.jpg": jpeg(1)})
+    (tmp_path / "params.yaml").write_text(params_yaml(preprocess={"size": 64, "shard_size": 10, "workers": 1}))
+    monkeypatch.setattr(files, "free_bytes", lambda path: 20_000)       # 2 x 64 x 64 x 3 = 24,576 bytes needed
+    argv = ["--export", "export", "--manifest", "out/manifest.csv", "--out", "prepared"]
+    with contextlib.chdir(tmp_path), pytest.raises(StageError) as info:
+        preprocess_stage.main(argv)
+    assert str(info.value) == ("preprocess of 2 photos at 64x64 needs about 24.8 kB but prepared has 20.0 kB free; "
+                               "lower preprocess.size or free disk space")
+    assert not (tmp_path / "prepared").exists()
+    monkeypatch.setattr(files, "free_bytes", lambda path: 10 ** 12)
+    with contextlib.chdir(tmp_path):
+        preprocess_stage.main(argv)
+    assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["bluebox-000.npy", "index.csv",
+                                                                         "redbox-000.npy"]
+    assert np.load(tmp_path / "prepared" / "redbox-000.npy").shape == (1, 64, 64, 3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import math
 import reprlib
 import sys
 import types
@@ -42,6 +43,7 @@ class TrainingError(StageError):
 MAX_PARAMS_BYTES = 1 << 20   # 1 MiB
 MAX_DEPTH = 50               # nesting of mappings and lists
 MAX_VALUES = 100_000         # values once every alias (*name) is expanded
+MAX_INT = 2 ** 53            # any integer param beyond this is a typo (and would overflow numpy or torch)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -291,10 +293,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamError(f"{where} = {shown(value)} must be an integer")
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ParamError(f"{where} = {shown(value)} is beyond any value a run can use (|n| <= 2**53); "
+                             "give a realistic value")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(f"{where} = {shown(value)} must be a number")
+        if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+            raise ParamError(f"{where} = {shown(value)} is beyond any value a run can use; give a realistic value")
+        if not math.isfinite(value):
+            raise ParamError(f"{where} = {shown(value)} is not a finite number (NaN or inf); give a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -174,3 +175,28 @@ def render_png(save: Any, **kwargs: Any) -> bytes:
     buffer = io.BytesIO()
     save(buffer, format="png", **kwargs)
     return buffer.getvalue()
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as a short text: 512 B, 3.2 MB, 8.1 GB (powers of 1000, as disk makers and df -H count)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def free_bytes(path: Path | str) -> int:
+    """Free space for an unprivileged writer on the file system that holds ``path`` (or its nearest parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk(path: Path | str, need: int, what: str, fix: str, reclaimed: int = 0) -> None:
+    """WriteError before any work when ``need`` bytes will not fit beside ``path`` (``reclaimed``: freed first)."""
+    free = free_bytes(path) + reclaimed
+    if need > free:
+        raise WriteError(f"{what} needs about {human_bytes(need)} but {printable(str(path))} has "
+                         f"{human_bytes(free)} free; {fix}")

@@ -49,6 +49,12 @@ def plan_shards(images: Sequence[str], rigs: Sequence[str], shard_size: int) -> 
                          "row": np.asarray(rows, dtype=np.int64)}, columns=list(INDEX_COLUMNS))
 
 
+def shard_bytes(photos_per_rig: Sequence[int], shard_size: int, size: int) -> int:
+    """Bytes of the shards of ``photos_per_rig`` photos at ``size`` x ``size`` RGB (each .npy header included)."""
+    shards = sum(-(-n // shard_size) for n in photos_per_rig)
+    return sum(photos_per_rig) * size * size * 3 + shards * 128
+
+
 def write_order(index: pd.DataFrame) -> pd.DataFrame:
     """The index rows sorted so that each shard is written start to end, one shard at a time."""
     return index.sort_values(["shard", "row"], kind="stable")
