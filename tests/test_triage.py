@@ -456,3 +456,38 @@ def test_any_file_name_gets_exactly_one_row_that_reads_back(tmp_path, clear_all,
     assert latin["decision"] == "review" and "not UTF-8" in latin["reason"] and latin["score"] == ""
     assert "unreadable_name" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latin.jpg", "photos", "triage.csv", "triage.html"]
+
+
+EXPORT_COPY = """
+import sys
+import torch
+from weldnet.core.params import ModelParams
+from weldnet.strategies.models import build_model
+from weldnet.triage.bundle import export_network, network_bytes
+torch.manual_seed(0)
+model = build_model(ModelParams(), 2).eval()
+open(sys.argv[1], "wb").write(network_bytes(export_network(model, 64, 64)))
+"""
+
+
+def test_the_bundle_network_is_byte_identical_across_runs_folders_and_code_edits(tmp_path):
+    import shutil
+
+    first, second = make_bundle(tmp_path / "a" / "triage"), make_bundle(tmp_path / "b" / "triage")
+    assert (first / "network.pt2").read_bytes() == (second / "network.pt2").read_bytes()
+    # the same export from a copy of the code in another folder, its model module shifted by two lines
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "weldnet", copy / "weldnet", ignore=shutil.ignore_patterns("__pycache__"))
+    models = copy / "weldnet" / "strategies" / "models.py"
+    models.write_text("# shifted\n# shifted\n" + models.read_text())
+    (copy / "export.py").write_text(EXPORT_COPY)
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    for folder in ("here", "there"):
+        subprocess.run([sys.executable, str(copy / "export.py"), f"{folder}.pt2"], cwd=copy, env=env, check=True,
+                       capture_output=True, timeout=300)
+    here, there = (copy / "here.pt2").read_bytes(), (copy / "there.pt2").read_bytes()
+    torch.manual_seed(0)
+    model = build_model(ModelParams(), 2).eval()
+    from weldnet.triage.bundle import network_bytes
+    assert here == there == network_bytes(export_network(model, 64, 64))
+    assert b"stack_trace" not in here and str(ROOT).encode() not in here

@@ -18,6 +18,7 @@ score ``1 - p[0]``, clear when the score is below the threshold.
 """
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from torch import nn
 
 from weldnet.core.class_stats import priors as class_priors
 from weldnet.core.config import DataError, TrainingError
-from weldnet.core.files import atomic_path, write_json, write_text
+from weldnet.core.files import write_bytes, write_json, write_text
 from weldnet.core.metrics import softmax
 from weldnet.core.params import DecisionParams, TaskSpec
 from weldnet.photos.transforms import MEAN, STD, to_input
@@ -73,7 +74,29 @@ def export_network(model: nn.Module, input_size: int, photo_size: int) -> torch.
     example = torch.zeros((2, photo_size, photo_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
-        return torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+        program = torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+    return without_stack_traces(program)
+
+
+def without_stack_traces(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` without the source paths and line numbers torch.export records on every node.
+
+    They name the folder the stage ran in (a queued experiment runs in a temporary
+    copy) and shift with any edit of the model code, so the saved archive would
+    differ from run to run; without them it is byte-identical for the same weights.
+    """
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if graph is not None else ():
+            node.meta.pop("stack_trace", None)
+    return program
+
+
+def network_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """The saved archive of ``program``, built in memory: the same bytes for the same program, whatever the path."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
 
 
 def load_network(path: Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -276,8 +299,7 @@ def write_bundle(out: Path, program: torch.export.ExportedProgram, info: dict, c
                  readme: str) -> None:
     """Write the bundle folder, replacing the files of an earlier one."""
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / NETWORK) as tmp:
-        torch.export.save(program, str(tmp))
+    write_bytes(out / NETWORK, network_bytes(program))
     write_json(out / BUNDLE, info)
     write_json(out / TRIAGE, certificate)
     write_text(out / README, readme)
