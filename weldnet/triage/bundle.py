@@ -127,9 +127,10 @@ def export_gap(expected: np.ndarray, exported: np.ndarray) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def network_logits(net: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu") -> np.ndarray:
-    """float32 logits (N, K) of uint8 NHWC photos, in batches."""
+    """float32 logits (N, K) of uint8 NHWC photos, in batches (no autograd graph is kept between batches)."""
     images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     out = [net(images[start:start + batch_size].to(device)).float().cpu()
            for start in range(0, len(images), batch_size)]
