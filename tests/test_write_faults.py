@@ -248,6 +248,8 @@ def test_preprocess_checks_the_shards_against_the_free_disk_before_any_work(tmp_
                                "lower preprocess.size or free disk space")
     assert not (tmp_path / "prepared").exists()
     monkeypatch.setattr(files, "free_bytes", lambda path: 10 ** 12)
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / ".redbox-000.npy.partial-4242").write_bytes(b"left by a killed run")
     with contextlib.chdir(tmp_path):
         preprocess_stage.main(argv)
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == ["bluebox-000.npy", "index.csv",

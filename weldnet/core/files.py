@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from weldnet.core.config import StageError
 
 ESCAPE_ERRORS = "weldnet-escape"
+PARTIAL = ".partial-"             # .<name>.partial-<pid>: a write in progress, or one killed part-way
 
 
 class WriteError(StageError):
@@ -77,7 +78,13 @@ def write_failure(path: Path | str, exc: OSError) -> WriteError:
 
 
 def _partial_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+    return path.with_name(f".{path.name}{PARTIAL}{os.getpid()}")
+
+
+def is_partial(path: Path | str) -> bool:
+    """True for the temporary file of a write that never finished (its process was killed): safe to delete."""
+    name = Path(path).name
+    return name.startswith(".") and PARTIAL in name and name.rsplit(PARTIAL, 1)[1].isdigit()
 
 
 @contextlib.contextmanager

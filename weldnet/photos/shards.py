@@ -23,7 +23,7 @@ import pandas as pd
 from numpy.lib.format import write_array_header_1_0
 
 from weldnet.core.config import DataError
-from weldnet.core.files import atomic_path
+from weldnet.core.files import atomic_path, is_partial
 from weldnet.core.paths import remove_output
 
 INDEX = "index.csv"
@@ -94,7 +94,7 @@ def empty_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    ours = [p for p in out.iterdir() if p.is_file() and (p.suffix == ".npy" or p.name == INDEX)]
+    ours = [p for p in out.iterdir() if p.is_file() and (p.suffix == ".npy" or p.name == INDEX or is_partial(p))]
     others = sorted(set(out.iterdir()) - set(ours))
     if others:
         raise DataError(f"refusing to empty --out {out}: it holds {others[0].name}, which preprocess "
