@@ -15,7 +15,6 @@ scoring the validation and test photos takes seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_json
 from weldnet.core.metrics import best_by_validation
 from weldnet.core.params import load_checked_params
 from weldnet.photos.dataset import load_split_images, read_split
@@ -120,7 +120,7 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)
     write_bundle(args.out, program, info, report, readme_text(info, report))
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(metrics_view(report), indent=2) + "\n")
+    write_json(args.metrics, metrics_view(report))
     auto, test = report["automation"], report["test"]
     recall = "n/a (no flawed photo)" if test["recall"] is None else f"{test['recall']:.3f}"
     print(f"bundle: {strategy} ({seed_name}, {trained.decision}), chosen by {chosen_by}")

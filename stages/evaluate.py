@@ -26,7 +26,6 @@ gap between the baseline and its ceiling.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 
 from weldnet.core.class_stats import priors as class_priors
 from weldnet.core.config import run_stage
+from weldnet.core.files import write_csv, write_json, write_text
 from weldnet.core.metrics import bootstrap_interval, per_class_accuracy
 from weldnet.core.params import load_checked_params
 from weldnet.photos.dataset import PhotoCache, PhotoDataset, host_size, read_split, split_dataset
@@ -167,16 +167,15 @@ def main() -> None:
           + (f"; seeds of one strategy land {floor['mean_seed_gap']:.3f} apart on average" if floor else ""))
 
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(results, indent=2) + "\n")
-    args.summary.write_text(summary_table(results, spec.target_recall) + "\n## Paired comparisons\n\n"
-                            + paired_table(results, facts, floor, ceilings))
+    write_json(args.metrics, results)
+    write_text(args.summary, summary_table(results, spec.target_recall) + "\n## Paired comparisons\n\n"
+               + paired_table(results, facts, floor, ceilings))
     args.predictions.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(predictions).to_csv(args.predictions, index=False)
-    args.validation.parent.mkdir(parents=True, exist_ok=True)
-    args.validation.write_text(json.dumps(chosen, indent=2) + "\n")
+    write_csv(args.predictions, pd.concat(predictions))
+    write_json(args.validation, chosen)
     args.plots.mkdir(parents=True, exist_ok=True)
-    pd.concat(automation_rows).to_csv(args.plots / "automation.csv", index=False, float_format="%.5g")
-    pd.concat(confusion_rows).to_csv(args.plots / "confusion.csv", index=False, float_format="%.5g")
+    write_csv(args.plots / "automation.csv", pd.concat(automation_rows), float_format="%.5g")
+    write_csv(args.plots / "confusion.csv", pd.concat(confusion_rows), float_format="%.5g")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_csv
 from weldnet.scoring.plotting import (
     accuracy_table,
     automation_chart,
@@ -71,10 +72,10 @@ def main() -> None:
                         for name in trained}, "loss")
     if val.empty:
         raise DataError(f"no validation series under {args.live}; run the train stages (dvc repro)")
-    val.to_csv(args.out / "val_per_class_accuracy.csv", index=False, float_format="%.5g")
-    loss.to_csv(args.out / "train_loss.csv", index=False, float_format="%.5g")
+    write_csv(args.out / "val_per_class_accuracy.csv", val, float_format="%.5g")
+    write_csv(args.out / "train_loss.csv", loss, float_format="%.5g")
     table = accuracy_table(results)
-    table.to_csv(args.out / "per_class_accuracy.csv", index=False, float_format="%.5g")
+    write_csv(args.out / "per_class_accuracy.csv", table, float_format="%.5g")
 
     validation_curves_chart(val, results, args.out / "training_curves.png")
     training_loss_chart(loss, results, args.out / "train_loss.png")

@@ -456,3 +456,57 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     # not significantly below the target: P(Binomial(flawed, target) <= caught) >= 1%
     assert binomial_cdf(tally.flawed_caught, tally.flawed, target) >= 0.01, (tally.flawed_caught, tally.flawed)
     assert f"flawed photos sent to review: recall {tally.recall:.3f}" in capsys.readouterr().out
+
+
+def test_any_file_name_gets_exactly_one_row_that_reads_back(tmp_path, clear_all, capsys):
+    photos = tmp_path / "photos"
+    names = ["cr\rname.jpg", "lf\nname.jpg", "tab\tname.jpg", 'quote"name.jpg', "comma,name.jpg", "plain.jpg"]
+    for k, name in enumerate(names):
+        _jpeg(photos / name, k)
+    with open(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"), "wb") as fh:      # a Latin-1 name
+        fh.write(_jpeg(tmp_path / "latin.jpg", 9).read_bytes())
+    out = tmp_path / "triage.csv"
+    tally = cli.run([str(photos)], clear_all, out, workers=1, block=3)
+    rows = _read_rows(out)
+    assert len(rows) == len(names) + 1 and tally.photos == len(names) + 1
+    for name in names:
+        assert rows[str(photos / name)]["decision"] == "clear", name
+    latin = rows[str(photos) + "/caf\\xe9.jpg"]
+    assert latin["decision"] == "review" and "not UTF-8" in latin["reason"] and latin["score"] == ""
+    assert "unreadable_name" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin.jpg", "photos", "triage.csv", "triage.html"]
+
+
+EXPORT_COPY = """
+import sys
+import torch
+from weldnet.core.params import ModelParams
+from weldnet.strategies.models import build_model
+from weldnet.triage.bundle import export_network, network_bytes
+torch.manual_seed(0)
+model = build_model(ModelParams(), 2).eval()
+open(sys.argv[1], "wb").write(network_bytes(export_network(model, 64, 64)))
+"""
+
+
+def test_the_bundle_network_is_byte_identical_across_runs_folders_and_code_edits(tmp_path):
+    import shutil
+
+    first, second = make_bundle(tmp_path / "a" / "triage"), make_bundle(tmp_path / "b" / "triage")
+    assert (first / "network.pt2").read_bytes() == (second / "network.pt2").read_bytes()
+    # the same export from a copy of the code in another folder, its model module shifted by two lines
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "weldnet", copy / "weldnet", ignore=shutil.ignore_patterns("__pycache__"))
+    models = copy / "weldnet" / "strategies" / "models.py"
+    models.write_text("# shifted\n# shifted\n" + models.read_text())
+    (copy / "export.py").write_text(EXPORT_COPY)
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    for folder in ("here", "there"):
+        subprocess.run([sys.executable, str(copy / "export.py"), f"{folder}.pt2"], cwd=copy, env=env, check=True,
+                       capture_output=True, timeout=300)
+    here, there = (copy / "here.pt2").read_bytes(), (copy / "there.pt2").read_bytes()
+    torch.manual_seed(0)
+    model = build_model(ModelParams(), 2).eval()
+    from weldnet.triage.bundle import network_bytes
+    assert here == there == network_bytes(export_network(model, 64, 64))
+    assert b"stack_trace" not in here and str(ROOT).encode() not in here

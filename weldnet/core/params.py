@@ -54,6 +54,27 @@ def check_workers(value: int, where: str) -> int:
     """Every ``workers`` param means the same: the number of worker processes, 0 for one per CPU."""
     if value < 0:
         raise ParamError(f"{where} = {value} must be >= 1, or 0 for one per CPU")
+    check_range(value, where, 0, MAX_WORKERS)
+    return value
+
+
+# Bounds a real run can meet; a value outside is a typo, and would fail deep inside a stage
+# (numpy seeds are 32-bit, a bootstrap of 10**12 resamples never ends).
+SEED_LIMIT = 2 ** 32          # numpy and torch seeds: 0 <= seed < 2**32
+MAX_WORKERS = 1024
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_LR = 10.0                 # SGD or Adam above this diverges at once
+MAX_PHOTOS = 1_000_000        # per rig in generate (the report's data: 113,865 photos)
+MAX_BOOTSTRAP = 100_000       # resamples; each is a pass over the test predictions
+MAX_TAU = 100.0
+
+
+def check_seed(value: int, where: str) -> int:
+    """A random seed numpy and torch accept: an integer in [0, 2**32)."""
+    if not 0 <= value < SEED_LIMIT:
+        raise ParamError(f"{where} = {shown(value)} is not a seed numpy and torch accept; "
+                         "use an integer from 0 to 4294967295 (2**32 - 1)")
     return value
 
 
@@ -128,10 +149,10 @@ class GenerateSpec:
         bluebox=Camera(blur=0.0, noise=2.5, jpeg_quality=85)))
 
     def validate(self, where: str) -> None:
-        check_range(self.seed, f"{where}.seed", low=0)
+        check_seed(self.seed, f"{where}.seed")
         check_workers(self.workers, f"{where}.workers")
         for rig in RIGS:
-            check_range(getattr(self.size, rig), f"{where}.size.{rig}", low=0)
+            check_range(getattr(self.size, rig), f"{where}.size.{rig}", 0, MAX_PHOTOS)
             check_range(getattr(self.label_noise, rig), f"{where}.label_noise.{rig}", low=0, high=1)
             camera = getattr(self.camera, rig)
             check_range(camera.blur, f"{where}.camera.{rig}.blur", low=0, high=20)
@@ -146,7 +167,7 @@ class IngestParams:
     workers: int = 0
 
     def validate(self, where: str) -> None:
-        check_range(self.max_pixels, f"{where}.max_pixels", low=1)
+        check_range(self.max_pixels, f"{where}.max_pixels", 1, 1_000_000_000)
         check_workers(self.workers, f"{where}.workers")
 
 
@@ -177,7 +198,8 @@ class AuditParams:
     drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
 
     def validate(self, where: str) -> None:
-        check_range(self.review_size, f"{where}.review_size", 0)
+        check_seed(self.seed, f"{where}.seed")
+        check_range(self.review_size, f"{where}.review_size", 0, 10_000)
         check_range(self.thumb_size, f"{where}.thumb_size", 16, 256)
         check_range(self.sheet_thumb, f"{where}.sheet_thumb", 32, 512)
         check_range(self.folds, f"{where}.folds", 2, 20)
@@ -187,8 +209,8 @@ class AuditParams:
         check_range(self.weight_decay, f"{where}.weight_decay", 0, 1)
         check_range(self.warmup, f"{where}.warmup", 0, 1, low_open=True, high_open=True)
         check_range(self.width, f"{where}.width", 1, 256)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
-        check_range(self.min_class_count, f"{where}.min_class_count", 1)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1, MAX_PHOTOS)
+        check_range(self.min_class_count, f"{where}.min_class_count", 1, MAX_PHOTOS)
         check_range(self.min_auc, f"{where}.min_auc", 0.5, 1)
         check_range(self.bootstrap, f"{where}.bootstrap", 0, 10_000)
         check_range(self.suspects_sheet, f"{where}.suspects_sheet", 0, 500)
@@ -209,7 +231,7 @@ class PreprocessParams:
 
     def validate(self, where: str) -> None:
         check_range(self.size, f"{where}.size", low=8, high=4096)
-        check_range(self.shard_size, f"{where}.shard_size", low=1)
+        check_range(self.shard_size, f"{where}.shard_size", 1, MAX_PHOTOS)
         check_workers(self.workers, f"{where}.workers")
 
 
@@ -255,9 +277,13 @@ class ImbalanceParams:
     ratio: float | None = 0.98
 
     def validate(self, where: str) -> None:
+        check_seed(self.seed, f"{where}.seed")
         if sorted(self.split) != sorted(SPLITS):
             raise ParamError(f"{where}.split must have exactly the keys {', '.join(SPLITS)}; got {', '.join(self.split)}")
         for name, share in self.split.items():
+            if share <= 0:
+                raise ParamError(f"{where}.split.{name} = {shown(share)}: every split needs photos (validation "
+                                 "chooses epochs and thresholds, test scores them); give it a share above 0")
             check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
         if abs(sum(self.split.values()) - 1.0) > 1e-6:
             raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
@@ -301,12 +327,12 @@ class OptimParams:
     eval_batch_size: int = 256
 
     def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
-        check_range(self.batch_size, f"{where}.batch_size", 1)
-        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_range(self.epochs, f"{where}.epochs", 1, MAX_EPOCHS)
+        check_range(self.batch_size, f"{where}.batch_size", 1, MAX_BATCH)
+        check_range(self.lr, f"{where}.lr", 0.0, MAX_LR, low_open=True)
         check_range(self.momentum, f"{where}.momentum", 0.0, 1.0, high_open=True)
-        check_range(self.weight_decay, f"{where}.weight_decay", 0.0)
-        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0.0, 1.0)
+        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1, MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -323,6 +349,11 @@ class TrainParams(OptimParams):
             raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ParamError(f"{where}.seeds lists a seed twice; list each once")
+        if len(self.seeds) > 100:
+            raise ParamError(f"{where}.seeds lists {len(self.seeds)} seeds; each trains every strategy once, "
+                             "list at most 100")
+        for k, seed in enumerate(self.seeds):
+            check_seed(seed, f"{where}.seeds[{k}]")
 
 
 @dataclass(frozen=True)
@@ -331,7 +362,7 @@ class FocalParams:
     alpha: float | None = None
 
     def validate(self, where: str) -> None:
-        check_range(self.gamma, f"{where}.gamma", low=0.0)
+        check_range(self.gamma, f"{where}.gamma", 0.0, 50.0)
         if self.alpha is not None:
             check_range(self.alpha, f"{where}.alpha", low=0.0, high=1.0)
 
@@ -342,8 +373,8 @@ class LdamParams:
     scale: float = 30.0
 
     def validate(self, where: str) -> None:
-        check_range(self.max_margin, f"{where}.max_margin", low=0.0)
-        check_range(self.scale, f"{where}.scale", low=0.0, low_open=True)
+        check_range(self.max_margin, f"{where}.max_margin", 0.0, 10.0)
+        check_range(self.scale, f"{where}.scale", 0.0, 1000.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -351,7 +382,7 @@ class LogitAdjustedParams:
     tau: float = 1.0
 
     def validate(self, where: str) -> None:
-        check_range(self.tau, f"{where}.tau", low=0.0)
+        check_range(self.tau, f"{where}.tau", 0.0, MAX_TAU)
 
 
 @dataclass(frozen=True)
@@ -359,7 +390,7 @@ class HingeParams:
     margin: float = 1.0
 
     def validate(self, where: str) -> None:
-        check_range(self.margin, f"{where}.margin", low=0.0, low_open=True)
+        check_range(self.margin, f"{where}.margin", 0.0, 100.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -419,10 +450,10 @@ class SelectiveParams:
     max_rounds: int | None = None   # null: until no default-class photo is left set aside
 
     def validate(self, where: str) -> None:
-        check_range(self.growth, f"{where}.growth", 0.0, low_open=True)
-        check_range(self.round_epochs, f"{where}.round_epochs", 1)
+        check_range(self.growth, f"{where}.growth", 0.0, 100.0, low_open=True)
+        check_range(self.round_epochs, f"{where}.round_epochs", 1, MAX_EPOCHS)
         if self.max_rounds is not None:
-            check_range(self.max_rounds, f"{where}.max_rounds", 0)
+            check_range(self.max_rounds, f"{where}.max_rounds", 0, MAX_EPOCHS)
 
 
 @dataclass(frozen=True)
@@ -432,9 +463,9 @@ class CrtParams:
     sampler: str = "class_balanced"
 
     def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
+        check_range(self.epochs, f"{where}.epochs", 1, MAX_EPOCHS)
         if self.lr is not None:
-            check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+            check_range(self.lr, f"{where}.lr", 0.0, MAX_LR, low_open=True)
         check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
 
 
@@ -462,7 +493,8 @@ class PretrainParams(OptimParams):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        check_seed(self.seed, f"{where}.seed")
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1, MAX_PHOTOS)
         check_range(self.val_share, f"{where}.val_share", 0.0, 0.5, low_open=True)
 
 
@@ -501,7 +533,7 @@ class Strategy:
             raise ParamError(f"{where}: weighting drw switches at a fraction of the schedule's epochs, and "
                              "selective_undersample's rounds are not known in advance (they depend on what the "
                              "net gets right); use inverse_frequency or effective_number with it")
-        check_range(self.freeze, f"{where}.freeze", 0)
+        check_range(self.freeze, f"{where}.freeze", 0, 64)
         if self.freeze and self.init == "scratch":
             raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")
 
@@ -520,7 +552,7 @@ class LoaderParams:
 
     def validate(self, where: str) -> None:
         check_workers(self.workers, f"{where}.workers")
-        check_range(self.cache_mb, f"{where}.cache_mb", 0)
+        check_range(self.cache_mb, f"{where}.cache_mb", 0, 1 << 22)     # up to 4 TiB
 
 
 # ------------------------------------------------------------------ evaluate
@@ -536,8 +568,10 @@ class DecisionParams:
     def validate(self, where: str) -> None:
         if not self.tau_grid:
             raise ParamError(f"{where}.tau_grid is empty; list the tau values to try, e.g. [0.5, 1.0, 2.0]")
+        if len(self.tau_grid) > 1000:
+            raise ParamError(f"{where}.tau_grid lists {len(self.tau_grid)} values; a grid of at most 1000 will do")
         for tau in self.tau_grid:
-            check_range(tau, f"{where}.tau_grid", 0.0)
+            check_range(tau, f"{where}.tau_grid", 0.0, MAX_TAU)
 
 
 @dataclass(frozen=True)
@@ -551,7 +585,8 @@ class EvaluateParams:
     alpha: float = 0.05                 # family-wise level of the Holm-corrected verdicts; intervals are 1 - alpha
 
     def validate(self, where: str) -> None:
-        check_range(self.bootstrap, f"{where}.bootstrap", 10)
+        check_range(self.bootstrap, f"{where}.bootstrap", 10, MAX_BOOTSTRAP)
+        check_seed(self.seed, f"{where}.seed")
         check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True)
         DecisionParams(self.tau_grid).validate(where)
         check_range(self.paired_bootstrap, f"{where}.paired_bootstrap", 100, 1_000_000)
@@ -575,6 +610,8 @@ class TriageParams:
     def validate(self, where: str) -> None:
         check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True, high_open=True)
         check_range(self.confidence, f"{where}.confidence", 0.0, 1.0, low_open=True, high_open=True)
+        if self.seed is not None:
+            check_seed(self.seed, f"{where}.seed")
 
 
 # ------------------------------------------------------------------ the whole file

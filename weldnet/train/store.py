@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weldnet.core.config import DataError, build
+from weldnet.core.files import atomic_path, write_json
 from weldnet.core.params import ModelParams
 
 CONFIG = "config.json"
@@ -33,13 +34,9 @@ def seed_name(seed: int) -> str:
 
 
 # ------------------------------------------------------------------ writing (the train stage)
-def _write_json(path: Path, record: dict) -> None:
-    path.write_text(json.dumps(record, indent=2) + "\n")
-
-
 def write_pointer(folder: Path, strategy: str, reuse: str, decision: str) -> None:
     """config.json of a strategy that trains nothing and applies ``decision`` to ``reuse``'s model."""
-    _write_json(folder / CONFIG, {"strategy": strategy, "reuse": reuse, "decision": decision})
+    write_json(folder / CONFIG, {"strategy": strategy, "reuse": reuse, "decision": decision})
 
 
 def save_weights(folder: Path, seed: int, state: dict) -> Path:
@@ -48,13 +45,14 @@ def save_weights(folder: Path, seed: int, state: dict) -> Path:
 
     seed_dir = folder / seed_name(seed)
     seed_dir.mkdir()
-    torch.save(state, seed_dir / WEIGHTS)
+    with atomic_path(seed_dir / WEIGHTS) as tmp:   # a write error never leaves a half-written model
+        torch.save(state, tmp)
     return seed_dir / WEIGHTS
 
 
 def write_record(folder: Path, record: dict) -> None:
     """config.json of a trained strategy: its resolved configuration, with ``seeds`` keyed by :func:`seed_name`."""
-    _write_json(folder / CONFIG, record)
+    write_json(folder / CONFIG, record)
 
 
 # ------------------------------------------------------------------ reading (evaluate, bundle, plots)

@@ -18,6 +18,7 @@ score ``1 - p[0]``, clear when the score is below the threshold.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from weldnet.core.config import DataError, ParamError, TrainingError
+from weldnet.core.files import write_bytes, write_json, write_text
 from weldnet.core.params import TaskSpec
 from weldnet.photos.transforms import MEAN, STD, resize_batch, to_input
 from weldnet.strategies.decisions import DecisionRule, flaw_score
@@ -67,7 +69,29 @@ def export_network(model: nn.Module, input_size: int, photo_size: int) -> torch.
     example = torch.zeros((2, photo_size, photo_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
-        return torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+        program = torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+    return without_stack_traces(program)
+
+
+def without_stack_traces(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` without the source paths and line numbers torch.export records on every node.
+
+    They name the folder the stage ran in (a queued experiment runs in a temporary
+    copy) and shift with any edit of the model code, so the saved archive would
+    differ from run to run; without them it is byte-identical for the same weights.
+    """
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if graph is not None else ():
+            node.meta.pop("stack_trace", None)
+    return program
+
+
+def network_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """The saved archive of ``program``, built in memory: the same bytes for the same program, whatever the path."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
 
 
 def load_network(path: Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -98,9 +122,10 @@ def export_gap(expected: np.ndarray, exported: np.ndarray) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def network_logits(net: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu") -> np.ndarray:
-    """float32 logits (N, K) of uint8 NHWC photos, in batches."""
+    """float32 logits (N, K) of uint8 NHWC photos, in batches (no autograd graph is kept between batches)."""
     images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     out = [net(images[start:start + batch_size].to(device)).float().cpu()
            for start in range(0, len(images), batch_size)]
@@ -225,10 +250,10 @@ def write_bundle(out: Path, program: torch.export.ExportedProgram, info: dict, c
                  readme: str) -> None:
     """Write the bundle folder, replacing the files of an earlier one."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(out / NETWORK))
-    (out / BUNDLE).write_text(json.dumps(info, indent=2) + "\n")
-    (out / TRIAGE).write_text(json.dumps(certificate, indent=2) + "\n")
-    (out / README).write_text(readme)
+    write_bytes(out / NETWORK, network_bytes(program))
+    write_json(out / BUNDLE, info)
+    write_json(out / TRIAGE, certificate)
+    write_text(out / README, readme)
 
 
 def read_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:

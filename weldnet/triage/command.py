@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import heapq
 import html
 import io
@@ -39,6 +38,7 @@ import pandas as pd
 import torch
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import csv_rows, is_printable, printable, write_text
 from weldnet.core.flags import FLAGS
 from weldnet.core.pool import ordered_map
 from weldnet.core.progress import Progress
@@ -52,6 +52,7 @@ LABELS = "labels.csv"
 COLUMNS: tuple[str, ...] = ("image", "score", "decision", "reason", "class", "label")
 CLEAR, REVIEW = "clear", "review"
 OTHER_RIG = "other_rig"
+UNREADABLE_NAME = "unreadable_name"
 SHEET_THUMB = 160
 SHOWN_REJECTED = 10
 
@@ -133,11 +134,20 @@ def collect(photos: Sequence[str], bundle: Bundle, notes: list[str]) -> list[Ite
         else:
             found = [Item(arg, None, "file not found", "missing_file")]
         for item in found:
+            if not is_printable(item.image):
+                item = unreadable_name(item)
             key = os.path.realpath(item.path or item.image)
             if key not in seen:
                 seen.add(key)
                 items.append(item)
     return items
+
+
+def unreadable_name(item: Item) -> Item:
+    """An item whose file name is not UTF-8: reviewed by hand, shown with ``\\xNN`` for the bytes that are not."""
+    return Item(printable(item.image), item.path, "file name is not UTF-8 (shown with \\xNN for its bytes); "
+                "rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest) to triage it", UNREADABLE_NAME,
+                item.label, item.rig)
 
 
 # ------------------------------------------------------------------ decoding and scoring
@@ -349,11 +359,8 @@ def run(photos: Sequence[str], bundle_dir: Path, out: Path, *, sheet: Path | Non
     for line in notes:
         print(f"note: {line}", file=stream)
     tally = Tally(shown=shown)
-    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with out.open("w", newline="", encoding="utf-8") as fh, \
-            Progress(total=len(items), desc="triage", unit="photo") as bar:
-        writer = csv.writer(fh, lineterminator="\n")
+    with csv_rows(out) as writer, Progress(total=len(items), desc="triage", unit="photo") as bar:
         writer.writerow(COLUMNS)
         for row in triage(items, bundle, workers=workers, block=block):
             writer.writerow([row.image, _score_text(row.score), row.decision, row.reason, row.klass, row.label])
@@ -361,8 +368,7 @@ def run(photos: Sequence[str], bundle_dir: Path, out: Path, *, sheet: Path | Non
             bar.update(1)
     seconds = time.monotonic() - started
     sheet = sheet or out.with_suffix(".html")
-    sheet.write_text(review_page(tally, bundle, f"Triage with {bundle.info['strategy']}: photos sent to review"),
-                     encoding="utf-8")
+    write_text(sheet, review_page(tally, bundle, f"Triage with {bundle.info['strategy']}: photos sent to review"))
     for line in summary(tally, seconds, bundle):
         print(line, file=stream)
     print(f"wrote {out} and {sheet}", file=stream)
