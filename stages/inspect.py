@@ -170,7 +170,10 @@ def main() -> None:
         loss=chosen, candidates=candidates,
         best_epoch=result.best_epoch, train_counts=dict(zip(flags, positives)), rare=rare, method=METHOD,
         calibration=split_check(cal_score, flawed[cal], targets[cal], flags, cert.threshold, confidence),
-        test=split_check(test_score, flawed[test], targets[test], flags, cert.threshold, confidence))
+        test=split_check(test_score, flawed[test], targets[test], flags, cert.threshold, confidence),
+        any_flaw_only={"threshold": cert.risks[0].limit, **{
+            part: split_check(score, flawed[r], targets[r], flags, cert.risks[0].limit, confidence)["perfect_cleared"]
+            for part, score, r in (("calibration", cal_score, cal), ("test", test_score, test))}})
     report["export_max_abs_diff"] = gap
     info = inspect_bundle_info(rig=spec.rig, flags=flags, offsets=offsets, loss=chosen, model=model_params,
                                best_epoch=result.best_epoch, photo_size=size, max_pixels=params.ingest.max_pixels)

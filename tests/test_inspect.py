@@ -13,7 +13,7 @@ from weldnet.core.config import ParamError, build
 from weldnet.core.params import MULTILABEL_LOSS_NAMES, InspectParams, ModelParams
 from weldnet.strategies.multilabel import MULTILABEL_LOSSES, build_multilabel_loss, prior_log_odds
 from weldnet.triage import command as cli
-from weldnet.triage.bundle import export_network, write_bundle
+from weldnet.triage.bundle import export_network, network_logits, write_bundle
 from weldnet.triage.inspect import (
     any_flaw_score,
     calibration_offsets,
@@ -63,7 +63,9 @@ def test_losses_by_hand():
 def test_the_asymmetric_loss_without_focusing_or_clip_is_binary_cross_entropy():
     z, y = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)), (torch.rand(8, 3) < 0.3).float()
     plain = _loss("asymmetric", (2, 2, 2), 8, gamma_pos=0.0, gamma_neg=0.0, clip=0.0)
-    assert float(plain(z, y)) == pytest.approx(float(nn.functional.binary_cross_entropy_with_logits(z, y)), rel=1e-5)
+    bce = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none")
+    assert float(plain(z, y)) == pytest.approx(float(bce.sum(dim=1).mean()), rel=1e-5)   # summed over flags
+    assert float(_loss("bce", (2, 2, 2), 8)(z, y)) == pytest.approx(float(plain(z, y)), rel=1e-5)
 
 
 def test_the_loss_section_is_checked():
@@ -168,3 +170,96 @@ def test_an_inspection_bundle_without_a_certificate_clears_nothing(tmp_path):
     _photo(tmp_path / "p" / "grey.png", (60, 60, 60))
     tally = cli.run([str(tmp_path / "p")], bundle, tmp_path / "t.csv", workers=1)
     assert tally.cleared == 0 and tally.review == 1
+
+
+# ------------------------------------------------------------------ a fresh export, end to end
+def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, capsys):
+    """Train a tiny inspection model, certify on held-out photos, triage an export drawn with another seed.
+
+    The certificate: any-flaw recall and each certified flag's recall >= target, all
+    together, with 95% confidence. On the fresh export none may be significantly
+    below the target (one-sided binomial test at 1%, Bonferroni over the risks).
+    """
+    from weldnet.core.flags import FLAGS, parse_flags
+    from weldnet.core.params import GenerateSpec, RigCounts, SamplingParams
+    from weldnet.photos.dataset import PhotoDataset
+    from weldnet.photos.images import load_resized
+    from weldnet.photos.transforms import resize_uint8
+    from weldnet.strategies.models import build_model
+    from weldnet.strategies.sampling import build_loader
+    from weldnet.synth.export import generate
+    from weldnet.train.training import fit, predict_logits, task_input
+    from weldnet.triage.certify import binomial_cdf
+    from weldnet.triage.inspect import inspect_readme, inspect_report, split_check
+    from weldnet.triage.simultaneous import ANY_FLAW, METHOD, simultaneous_threshold
+
+    target, confidence = 0.8, 0.95
+    generate(GenerateSpec(seed=11, size=RigCounts(redbox=0, bluebox=600), workers=2), tmp_path / "own",
+             tmp_path / "own.csv")
+    generate(GenerateSpec(seed=22, size=RigCounts(redbox=0, bluebox=400), workers=2), tmp_path / "fresh",
+             tmp_path / "fresh.csv")
+    with (tmp_path / "own" / "labels.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    flags = ["No Clamp Used", "No Ground Sheet", "No Visible Hatch Markings",
+             "Photo Does Not Show Enough Of Scrape Zones"]
+    carried = [parse_flags(r["flags"])[0] for r in rows]
+    targets = np.array([[f in c for f in flags] for c in carried], dtype=np.float32)
+    flawed = np.array([bool(c) for c in carried])
+    photos = np.stack([load_resized(tmp_path / "own" / r["image"], 64, 89_478_485) for r in rows])
+    split = split_rows(len(rows), {"train": 0.4, "val": 0.15, "calibration": 0.45}, np.random.default_rng(0))
+    train, val, calib = (np.flatnonzero(split == s) for s in ("train", "val", "calibration"))
+
+    params, settings = ModelParams(input_size=32, width=8), InspectParams(epochs=8, batch_size=32, lr=0.02)
+    torch.manual_seed(0)
+    model = build_model(params, len(flags))
+    x = resize_uint8(torch.from_numpy(photos), params.input_size)
+    cpu = torch.device("cpu")
+    positives = targets[train].sum(axis=0).astype(int).tolist()
+    priors = [n / len(train) for n in positives]
+    loader = build_loader(PhotoDataset(x[train], torch.from_numpy(targets[train])), np.zeros(len(train), np.int64),
+                          settings.batch_size, "none", 0, SamplingParams())
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        logits = predict_logits(m, x[val], cpu, params.input_size).astype(np.float64)
+        return {"cleared": validation_automation(logits, targets[val], flawed[val], priors, target, 14)[0]}
+
+    fitted = fit(model, build_multilabel_loss("bce", positives, len(train), settings), loader, validate,
+                 params=settings, seed=0, prepare=task_input(params.input_size, True), device=cpu, name="tiny",
+                 log=lambda *a: None, rank=lambda s: (s["cleared"],))
+    model.load_state_dict(fitted.state)
+    model.eval()
+    logits = predict_logits(model, x[val], cpu, params.input_size).astype(np.float64)
+    _, offsets = validation_automation(logits, targets[val], flawed[val], priors, target, 14)
+
+    program = export_network(model, params.input_size, 64)
+    cal_logits = network_logits(program.module(), photos[calib]).astype(np.float64)
+    score = any_flaw_score(cal_logits, offsets)
+    cert = simultaneous_threshold(score, flawed[calib], {f: targets[calib, j] > 0.5 for j, f in enumerate(flags)},
+                                  target, confidence)
+    certified = [r.name for r in cert.risks]
+    assert cert.certified and len(certified) >= 3, certified        # any flaw and at least two flags
+    check = split_check(score, flawed[calib], targets[calib], flags, cert.threshold, confidence)
+    report = inspect_report(cert=cert, rig="bluebox", flags=flags, offsets=offsets, test_auc=np.full(4, np.nan),
+                            loss="bce", candidates={}, best_epoch=fitted.best_epoch,
+                            train_counts=dict(zip(flags, positives)), rare=[], calibration=check, test=check,
+                            method=METHOD)
+    info = inspect_bundle_info(rig="bluebox", flags=flags, offsets=offsets, loss="bce", model=params,
+                               best_epoch=fitted.best_epoch, photo_size=64, max_pixels=89_478_485)
+    bundle = tmp_path / "inspect"
+    write_bundle(bundle, program, info, report, inspect_readme(info, report))
+
+    out = tmp_path / "fresh.csv"
+    tally = cli.run([str(tmp_path / "fresh")], bundle, out, workers=2)
+    assert tally.labelled == 400 and tally.automation > 0.0       # not passed by reviewing everything
+    with out.open(newline="") as fh:
+        result = list(csv.DictReader(fh))
+    sent = np.array([r["decision"] == "review" for r in result])
+    labelled = [set(r["label"].split(";")) for r in result]
+    masks = {ANY_FLAW: np.array([bool(s & set(FLAGS)) for s in labelled]),
+             **{f: np.array([f in s for s in labelled]) for f in flags}}
+    for name in certified:
+        n, caught = int(masks[name].sum()), int(sent[masks[name]].sum())
+        assert n >= 10, name
+        # not significantly below the target: P(Binomial(n, target) <= caught) >= 1% / number of risks
+        assert binomial_cdf(caught, n, target) >= 0.01 / len(certified), (name, caught, n)
+    assert "note: certified at 95% confidence" in capsys.readouterr().out

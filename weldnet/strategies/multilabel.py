@@ -3,7 +3,10 @@
 Every loss is built as ``Loss(positives, photos, params)``: ``positives[j]`` of
 the ``photos`` training photos carry flag j. It is called as ``loss(logits,
 targets)`` on raw logits ``z`` of shape (n, J) and 0/1 targets of the same shape,
-and returns the mean over photos and flags. ``pi_j = positives[j] / photos`` is
+and returns the sum over flags of the mean over photos: each flag's gradient is
+that of a binary task of its own, however many flags there are, so the
+learning rate of the task stages carries over (the mean over flags too would
+divide it by J). ``pi_j = positives[j] / photos`` is
 flag j's prior and ``b_j = tau * log(pi_j / (1 - pi_j))`` its prior log-odds
 (:func:`prior_log_odds`; a flag on no photo or on every photo is clamped to one
 photo in from either end).
@@ -65,7 +68,7 @@ class BinaryCrossEntropy(MultiLabelLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self._check(logits, targets)
-        return F.binary_cross_entropy_with_logits(logits, targets.float())
+        return F.binary_cross_entropy_with_logits(logits, targets.float(), reduction="sum") / len(logits)
 
 
 class LogitAdjustedBCE(MultiLabelLoss):
@@ -73,7 +76,7 @@ class LogitAdjustedBCE(MultiLabelLoss):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self._check(logits, targets)
-        return F.binary_cross_entropy_with_logits(logits + self.log_odds, targets.float())
+        return F.binary_cross_entropy_with_logits(logits + self.log_odds, targets.float(), reduction="sum") / len(logits)
 
 
 class AsymmetricLoss(MultiLabelLoss):
@@ -91,7 +94,7 @@ class AsymmetricLoss(MultiLabelLoss):
         p_m = (p - self.clip).clamp(min=0.0)
         positive = y * (1 - p).pow(self.gamma_pos) * torch.log(p.clamp(min=EPS))
         negative = (1 - y) * p_m.pow(self.gamma_neg) * torch.log((1 - p_m).clamp(min=EPS))
-        return -(positive + negative).mean()
+        return -(positive + negative).sum() / len(logits)
 
 
 MULTILABEL_LOSSES: dict[str, Callable[[Sequence[int], int, InspectParams], MultiLabelLoss]] = {

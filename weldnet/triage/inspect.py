@@ -216,8 +216,13 @@ def certificate_note(cert: SimultaneousCertificate, rig: str) -> str:
 def inspect_report(*, cert: SimultaneousCertificate, rig: str, flags: Sequence[str], offsets: np.ndarray,
                    test_auc: np.ndarray, loss: str, candidates: Mapping[str, dict], best_epoch: int,
                    train_counts: Mapping[str, int],
-                   rare: Sequence[RareFlag], calibration: dict, test: dict, method: str) -> dict:
-    """inspect.json: the certificate, per-flag recall with intervals on calibration and test, the rare flags."""
+                   rare: Sequence[RareFlag], calibration: dict, test: dict, method: str,
+                   any_flaw_only: dict | None = None) -> dict:
+    """inspect.json: the certificate, per-flag recall with intervals on calibration and test, the rare flags.
+
+    ``any_flaw_only``: what the any-flaw certificate alone would allow (its threshold,
+    perfect photos cleared), to show what the per-flag guarantees cost.
+    """
     certified = {r.name: r for r in cert.risks}
     per_flag = {}
     for f in flags:
@@ -244,6 +249,7 @@ def inspect_report(*, cert: SimultaneousCertificate, rig: str, flags: Sequence[s
         "not_modelled": [{"flag": r.name, "train": r.train, "photos": r.photos, "needed": r.needed} for r in rare],
         "calibration": {k: calibration[k] for k in ("photos", "flawed", "perfect", "automation", "perfect_cleared")},
         "test": {k: test[k] for k in ("photos", "flawed", "perfect", "automation", "perfect_cleared")},
+        **({"any_flaw_only": any_flaw_only} if any_flaw_only is not None else {}),
         "note": certificate_note(cert, rig), "uncertified_note": uncertified_note(cert.uncertified),
         "not_modelled_note": rare_note(rare)})
 
@@ -266,7 +272,7 @@ def _cell(r: dict) -> str:
 
 
 def flag_table(report: dict) -> str:
-    """metrics/inspect.md: one row per modelled flag, then the flags not modelled, then the headline."""
+    """metrics/inspect.md: the certificate and the headline, one row per modelled flag, then the flags not modelled."""
     conf = report["confidence"]
     cal, test = report["calibration"], report["test"]
     lines = [f"### Whole-photo triage, {report['rig']} ({report['loss']} loss)", "",
@@ -274,6 +280,9 @@ def flag_table(report: dict) -> str:
              f"Perfect photos cleared: calibration {cal['perfect_cleared']['share'] or 0:.1%}, test "
              f"{test['perfect_cleared']['share'] or 0:.1%} [{test['perfect_cleared']['low']:.1%}, "
              f"{test['perfect_cleared']['high']:.1%}]; all photos cleared (test) {test['automation']['share'] or 0:.1%}.",
+             *([f"The any-flaw certificate alone (threshold {report['any_flaw_only']['threshold']:.4g}, no per-flag "
+                f"guarantee) would clear {report['any_flaw_only']['test']['share'] or 0:.1%} of perfect test photos.",
+                ""] if "any_flaw_only" in report else []),
              "", f"| flag | training photos | certified | calibration recall [{conf:.0%} interval] of n "
              f"| test recall [{conf:.0%} interval] of n |", "|---|---:|---|---|---|",
              f"| any flaw | - | {'yes' if report['certified'] else 'no'} | {_cell(report['any_flaw']['calibration'])} "
