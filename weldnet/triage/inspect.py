@@ -80,7 +80,7 @@ def rare_note(rare: Sequence[RareFlag]) -> str:
     if not rare:
         return ""
     parts = [f"{r.name} ({r.train} training photo{'' if r.train == 1 else 's'}, {r.photos} in all)" for r in rare]
-    return (f"not modelled, fewer than {rare[0].needed} training photos: " + "; ".join(parts)
+    return (f"Not modelled, fewer than {rare[0].needed} training photos: " + "; ".join(parts)
             + ". A photo labelled with one of them goes to review; unlabelled, only the any-flaw recall covers it")
 
 

@@ -162,5 +162,5 @@ def uncertified_note(items: tuple[Uncertified, ...] | list[Uncertified], split: 
     if not items:
         return ""
     parts = [f"{u.name} ({u.photos} {split} photo{'s' if u.photos != 1 else ''})" for u in items]
-    return (f"not certified on their own, too few {split} photos (each needs {items[0].needed} for a certificate): "
+    return (f"Not certified on their own, too few {split} photos (each needs {items[0].needed} for a certificate): "
             + "; ".join(parts) + ". Their photos still count in the any-flaw recall")
