@@ -607,7 +607,7 @@ class InspectParams(OptimParams):
 
     epochs: int = 6
     rig: str = "bluebox"
-    losses: list[str] = field(default_factory=lambda: ["bce"])   # validation's choice among all three, kept cheap
+    losses: list[str] = field(default_factory=lambda: ["logit_adjusted"])   # validation chose it of the three
     tau: float = 1.0                 # scale of each flag's prior log-odds (bce: subtracted after; logit_adjusted: added)
     asymmetric: AsymmetricParams = field(default_factory=AsymmetricParams)
     min_flag_count: int = 20         # training photos a flag needs to get an output
