@@ -22,6 +22,7 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 16, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 50},
     "pretrain": {"epochs": 1, "min_flag_count": 2},
+    "inspect": {"epochs": 1, "batch_size": 16, "min_flag_count": 5, "losses": ["bce", "asymmetric"]},
     "study": ["baseline", "threshold", "bayesian", "selective_undersample", "crt", "transfer_conv"],
 }
 
@@ -75,7 +76,7 @@ def evaluate_best(evaluate: dict) -> str:
 def test_repro_runs_every_stage_then_nothing(repo: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], repo)
     for stage in ("generate", "ingest", "audit", "preprocess", "imbalance", "pretrain", "configure",
-                  *(f"train@{name}" for name in TINY["study"]), "ceiling@baseline", "evaluate", "plots"):
+                  *(f"train@{name}" for name in TINY["study"]), "ceiling@baseline", "evaluate", "plots", "inspect"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())

@@ -36,6 +36,8 @@ DECISION_NAMES: tuple[str, ...] = ("argmax", "threshold_moving", "posthoc_logit"
 ARCH_NAMES: tuple[str, ...] = ("small_cnn", "alexnet")
 HEAD_NAMES: tuple[str, ...] = ("linear", "normed")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+MULTILABEL_LOSS_NAMES: tuple[str, ...] = ("bce", "logit_adjusted", "asymmetric")   # the inspection model's losses
+INSPECT_SPLITS: tuple[str, ...] = ("train", "val", "calibration", "test")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Losses that became weightings: the one-line hint for a params.yaml written before the weighting axis.
@@ -614,6 +616,60 @@ class TriageParams:
             check_seed(self.seed, f"{where}.seed")
 
 
+# ------------------------------------------------------------------ whole-photo inspection
+@dataclass(frozen=True)
+class AsymmetricParams:
+    """The asymmetric loss of Ridnik et al. 2021 (weldnet/strategies/multilabel.py); their defaults."""
+
+    gamma_pos: float = 0.0           # focusing exponent on photos carrying the flag
+    gamma_neg: float = 4.0           # focusing exponent on photos without it
+    clip: float = 0.05               # probability shift m: negatives below it cost nothing
+
+    def validate(self, where: str) -> None:
+        check_range(self.gamma_pos, f"{where}.gamma_pos", 0.0)
+        check_range(self.gamma_neg, f"{where}.gamma_neg", 0.0)
+        check_range(self.clip, f"{where}.clip", 0.0, 1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class InspectParams(OptimParams):
+    """The ``inspect`` section: one multi-label model over every common flag of a rig (weldnet.triage.inspect).
+
+    It runs the shared training loop once per candidate loss, keeps the loss whose
+    model clears most perfect validation photos, and certifies the whole-photo rule
+    on the calibration split (weldnet.triage.simultaneous).
+    """
+
+    epochs: int = 6
+    rig: str = "bluebox"
+    losses: list[str] = field(default_factory=lambda: ["logit_adjusted"])   # validation chose it of the three
+    tau: float = 1.0                 # scale of each flag's prior log-odds (bce: subtracted after; logit_adjusted: added)
+    asymmetric: AsymmetricParams = field(default_factory=AsymmetricParams)
+    min_flag_count: int = 20         # training photos a flag needs to get an output
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.5, "val": 0.15, "calibration": 0.2,
+                                                             "test": 0.15})
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_choice(self.rig, RIGS, f"{where}.rig")
+        if not self.losses:
+            raise ParamError(f"{where}.losses is empty; list at least one of {', '.join(MULTILABEL_LOSS_NAMES)}")
+        for name in self.losses:
+            check_choice(name, MULTILABEL_LOSS_NAMES, f"{where}.losses")
+        if len(set(self.losses)) != len(self.losses):
+            raise ParamError(f"{where}.losses lists a loss twice; list each once")
+        check_range(self.tau, f"{where}.tau", 0.0)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        if sorted(self.split) != sorted(INSPECT_SPLITS):
+            raise ParamError(f"{where}.split must have exactly the keys {', '.join(INSPECT_SPLITS)}; "
+                             f"got {', '.join(self.split)}")
+        for name, share in self.split.items():
+            check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
+        if abs(sum(self.split.values()) - 1.0) > 1e-6:
+            raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
+
+
 # ------------------------------------------------------------------ the whole file
 @dataclass(frozen=True)
 class Params:
@@ -641,6 +697,7 @@ class Params:
     ceiling: list[str] = field(default_factory=lambda: ["baseline"])
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     triage: TriageParams = field(default_factory=TriageParams)
+    inspect: InspectParams = field(default_factory=InspectParams)
     loader: LoaderParams = field(default_factory=LoaderParams)
 
     def validate(self, where: str) -> None:
