@@ -211,7 +211,7 @@ def _one_line(text: str) -> str:
 
 def section(params: Mapping[str, Any], key: str) -> Any:
     if key not in params:
-        raise ParamError(f"params.yaml has no '{key}' section; add it (see README, Parameters)")
+        raise ParamError(f"params.yaml has no '{key}' section; add it (see docs/parameters.md)")
     return params[key]
 
 

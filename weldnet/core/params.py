@@ -48,7 +48,7 @@ def check_loss(value: str, where: str) -> str:
     """A loss name; the two losses that became weightings get a hint naming what to write instead."""
     if value in MOVED_LOSSES:
         raise ParamError(f"{where}: '{value}' is a weighting now; write loss: cross_entropy and "
-                         f"weighting: {MOVED_LOSSES[value]} (README, Strategies)")
+                         f"weighting: {MOVED_LOSSES[value]} (docs/strategies.md)")
     return check_choice(value, LOSS_NAMES, where)
 
 
@@ -107,7 +107,7 @@ def check_input_path(value: str, where: str) -> str:
 # ------------------------------------------------------------------ data, generate, ingest
 @dataclass(frozen=True)
 class DataParams:
-    export: str = "data/export"   # read-only input, anywhere (README, Bring your own data)
+    export: str = "data/export"   # read-only input, anywhere (docs/data.md)
 
     def validate(self, where: str) -> None:
         check_input_path(self.export, f"{where}.export")
@@ -176,7 +176,7 @@ class IngestParams:
 # ------------------------------------------------------------------ audit
 @dataclass(frozen=True)
 class AuditParams:
-    """The ``audit`` section: the label audit (README, Label audit)."""
+    """The ``audit`` section: the label audit (docs/label-audit.md)."""
 
     seed: int = 0
     review_size: int = 50            # flagless photos drawn per rig for the review sheet
@@ -502,7 +502,7 @@ class PretrainParams(OptimParams):
 
 @dataclass(frozen=True)
 class Strategy:
-    """A named choice on each axis (README, Strategies); a new combination needs no code."""
+    """A named choice on each axis (docs/strategies.md); a new combination needs no code."""
 
     loss: str | None = None                                   # null: the top-level `loss`
     weighting: str = "none"                                   # class weights inside the loss (WEIGHTING_NAMES)
@@ -602,7 +602,7 @@ class EvaluateParams:
 # ------------------------------------------------------------------ triage
 @dataclass(frozen=True)
 class TriageParams:
-    """The ``triage`` section: the inspector's bundle (README, Inspecting new photos; weldnet.triage.certify)."""
+    """The ``triage`` section: the inspector's bundle (docs/triage.md; weldnet.triage.certify)."""
 
     strategy: str | None = None      # null: the study's best by validation per-class accuracy
     seed: int | None = None          # null: that strategy's best seed by validation per-class accuracy
@@ -702,7 +702,7 @@ class Params:
 
     def validate(self, where: str) -> None:
         if not self.tasks:
-            raise ParamError("tasks must map task names to {default, classes, rigs}; see README, Tasks")
+            raise ParamError("tasks must map task names to {default, classes, rigs}; see docs/parameters.md")
         for name in self.tasks:
             check_name(name, "tasks")
         for name in self.strategies:
@@ -711,7 +711,7 @@ class Params:
         check_choice(self.device, DEVICES, "device")
         check_loss(self.loss, "loss")
         if not self.strategies:
-            raise ParamError("strategies must map strategy names to their axes; see README, Strategies")
+            raise ParamError("strategies must map strategy names to their axes; see docs/strategies.md")
         for name, strategy in self.strategies.items():
             if strategy.reuse is not None:
                 check_choice(strategy.reuse, self.strategies, f"strategies.{name}.reuse")
@@ -814,7 +814,7 @@ def _check_moved_keys(raw: object) -> None:
         block = losses.get(loss)
         if isinstance(block, dict) and key in block or (loss == "class_balanced" and loss in losses):
             raise ParamError(f"losses.{loss}.{key} moved to the weighting axis; set {now} instead "
-                             "(README, Strategies)")
+                             "(docs/strategies.md)")
 
 
 def check_params(raw: object) -> Params:

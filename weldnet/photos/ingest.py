@@ -4,7 +4,7 @@ Pure functions: they take the text of ``labels.csv``, the rows parsed from it,
 the photo checks done by the ingest stage and the list of files on disk, and
 return tables; the stage does all file I/O.
 
-The rules (also in the README, "Bad data"):
+The rules (also in docs/bad-data.md):
 
 * A row needs ``image``, ``rig`` and ``flags`` fields. An *empty* flags field
   is a photo with no flag; a row with no flags field at all, or a value such as
@@ -274,7 +274,7 @@ def _unknown_flag_reason(unknown: Sequence[str]) -> str:
         hint = f" (did you mean '{FLAGS[lower.index(close[0])]}'?)" if close else ""
         parts.append(f"{shown(name)}{hint}")
     more = f" and {len(unknown) - 2:,} more" if len(unknown) > 2 else ""
-    return f"unknown flag {', '.join(parts)}{more}; use the Table 1 names (README, Flags)"
+    return f"unknown flag {', '.join(parts)}{more}; use the Table 1 names (docs/data.md)"
 
 
 def photo_name(row: LabelRow) -> str | None:
