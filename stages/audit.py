@@ -10,7 +10,6 @@ Never reads data/truth.csv.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from weldnet.audit.estimate import draw_review_sample, flag_matrix, flag_pairs, 
 from weldnet.audit.run import audit_task, cross_rig_check, fit_rig_models
 from weldnet.audit.sheets import read_review_sheet, summary_lines, write_review_sheets, write_suspects
 from weldnet.core.config import run_stage
+from weldnet.core.files import write_csv, write_json
 from weldnet.core.flags import RIGS
 from weldnet.core.params import load_checked_params
 from weldnet.core.paths import remove_output
@@ -98,15 +98,14 @@ def run_audit(args: argparse.Namespace, scratch: Path) -> None:
     print(f"audit: estimates ({time.time() - fitted:.0f} s)")
 
     write_suspects(args.export, manifest, results, cfg.suspects_sheet, cfg.sheet_thumb, args.out, args.plots)
-    pd.concat(pairs, ignore_index=True).to_csv(args.out / "flag_pairs.csv", index=False)
+    write_csv(args.out / "flag_pairs.csv", pd.concat(pairs, ignore_index=True))
 
     audit = {name: {rig: results[name, rig].as_dict() for rig in RIGS} for name in tasks}
     outputs = [(args.metrics, audit), (args.stats, stats)]
     if args.cross_rig is not None:
         outputs.append((args.cross_rig, cross))
     for path, payload in outputs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        write_json(path, payload)
     for line in summary_lines(results.values(), cross):
         print(f"audit: {line}")
     print(f"audit: done in {time.time() - started:.0f} s")

@@ -10,11 +10,11 @@ configuration it has trained before.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from weldnet.core.config import DataError, run_stage
 from weldnet.core.digests import file_digest
+from weldnet.core.files import write_json
 from weldnet.core.params import load_checked_params
 from weldnet.core.resolve import resolve_strategy
 
@@ -37,7 +37,7 @@ def main() -> None:
     for old in args.out.glob("*.json"):
         old.unlink()
     for name, config in configs.items():
-        (args.out / f"{name}.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_json(args.out / f"{name}.json", config, sort_keys=True)
     print(f"configure: {len(configs)} strategies resolved into {args.out}")
 
 

@@ -9,11 +9,11 @@ photo kept): the ceiling strategies train on it.
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_csv, write_json
 from weldnet.core.params import SPLITS, load_checked_params
 from weldnet.photos.manifest import read_manifest
 from weldnet.photos.tasks import REMOVED, check_every_class_present, class_counts, split_table
@@ -38,7 +38,7 @@ def main() -> None:
     check_every_class_present(counts, task_name, spec.ratio)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    write_csv(args.out, table)
     if args.natural is not None:
         natural = split_table(manifest, task, replace(spec, ratio=None))
         natural_counts = class_counts(natural, task.class_names)
@@ -47,12 +47,12 @@ def main() -> None:
         if not natural["split"].equals(table["split"].replace(REMOVED, "train")):
             raise DataError("the natural split does not keep the same validation and test photos; report this")
         args.natural.parent.mkdir(parents=True, exist_ok=True)
-        natural.to_csv(args.natural, index=False)
+        write_csv(args.natural, natural)
     train = counts["train"]
     summary = {"task": task_name, "classes": task.class_names, "counts": counts,
                "train_majority_share": train[task.default] / max(sum(train.values()), 1)}
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
-    args.metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.metrics, summary)
     print(f"task {task_name}: " + "; ".join(f"{s} {counts[s]}" for s in (*SPLITS, REMOVED)))
 
 

@@ -15,11 +15,11 @@ Both CSV files are written spreadsheet-safe (weldnet.photos.manifest.spreadsheet
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_csv, write_json
 from weldnet.core.params import load_checked_params
 from weldnet.core.paths import remove_output
 from weldnet.photos.files import file_identities, photos_on_disk, read_photos
@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     for path in (args.manifest, args.rejected, args.metrics):
         path.parent.mkdir(parents=True, exist_ok=True)
-    spreadsheet_safe(rejection_table(rejections)).to_csv(args.rejected, index=False)
-    args.metrics.write_text(json.dumps(ingest_metrics(manifest, rejections), indent=2) + "\n")
+    write_csv(args.rejected, spreadsheet_safe(rejection_table(rejections)))
+    write_json(args.metrics, ingest_metrics(manifest, rejections))
     if rejections and strict:
         remove_output(args.manifest)
         raise DataError(f"ingest.strict is on and {rejection_summary(rejections)}; see {args.rejected}, "

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_csv
 from weldnet.scoring.plotting import (
     accuracy_table,
     automation_chart,
@@ -34,17 +35,14 @@ from weldnet.scoring.plotting import (
     validation_curves_chart,
     window_mean,
 )
+from weldnet.train.store import Trained, read_trained
 
 LOSS_WINDOW = 10       # training steps per point of train_loss.csv
 
 
-def model_filters(models: Path, strategy: str) -> tuple[list[str], list]:
+def model_filters(trained: Trained) -> tuple[list[str], list]:
     """Seed names and first-layer filters of every seed of a strategy's trained model."""
-    folder = models / strategy
-    config = json.loads((folder / "config.json").read_text())
-    seeds = list(config["seeds"])
-    states = [torch.load(folder / seed / "model.pt", map_location="cpu", weights_only=True) for seed in seeds]
-    return seeds, [first_layer_filters(state) for state in states]
+    return trained.seeds, [first_layer_filters(trained.load_state(seed)) for seed in trained.seeds]
 
 
 def main() -> None:
@@ -62,13 +60,10 @@ def main() -> None:
     results = json.loads(args.evaluate.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
 
-    trained = {}
-    for name in results:
-        config_path = args.models / name / "config.json"
-        if not config_path.is_file():
-            raise DataError(f"no trained model for strategy '{name}' at {config_path}; run dvc repro")
-        source = json.loads(config_path.read_text()).get("reuse") or name
-        trained.setdefault(source, []).append(name)
+    models = {name: read_trained(args.models, name) for name in results}
+    trained: dict[str, list[str]] = {}
+    for name, model in models.items():
+        trained.setdefault(model.source, []).append(name)
 
     # a strategy that reuses another's model trained nothing: its curves are the other's
     val = tidy_curves({name: read_series(args.live, name, "val/per_class_accuracy") for name in trained},
@@ -77,10 +72,10 @@ def main() -> None:
                         for name in trained}, "loss")
     if val.empty:
         raise DataError(f"no validation series under {args.live}; run the train stages (dvc repro)")
-    val.to_csv(args.out / "val_per_class_accuracy.csv", index=False, float_format="%.5g")
-    loss.to_csv(args.out / "train_loss.csv", index=False, float_format="%.5g")
+    write_csv(args.out / "val_per_class_accuracy.csv", val, float_format="%.5g")
+    write_csv(args.out / "train_loss.csv", loss, float_format="%.5g")
     table = accuracy_table(results)
-    table.to_csv(args.out / "per_class_accuracy.csv", index=False, float_format="%.5g")
+    write_csv(args.out / "per_class_accuracy.csv", table, float_format="%.5g")
 
     validation_curves_chart(val, results, args.out / "training_curves.png")
     training_loss_chart(loss, results, args.out / "train_loss.png")
@@ -92,7 +87,7 @@ def main() -> None:
     for name in strategy_order(results):
         if name not in trained:
             continue
-        seeds, filters = model_filters(args.models, name)
+        seeds, filters = model_filters(models[name])
         seed_names = seed_names if len(seed_names) >= len(seeds) else seeds
         reused = [n for n in trained[name] if n != name]
         rows.append((name + (f" (= {', '.join(reused)})" if reused else ""), filters))

@@ -16,13 +16,13 @@ again under torchrun, as the train stages do.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from weldnet.core.config import DataError, run_stage
 from weldnet.core.distributed import relaunch
+from weldnet.core.files import atomic_path, write_json
 from weldnet.core.params import Params, load_checked_params
 from weldnet.core.paths import remove_output
 
@@ -110,13 +110,14 @@ def pretrain(args: argparse.Namespace, params: Params) -> None:
     close_log(log)
     if group.main:
         args.out.mkdir(parents=True, exist_ok=True)
-        torch.save(result.state, args.out / "redbox.pt")
+        with atomic_path(args.out / "redbox.pt") as tmp:
+            torch.save(result.state, tmp)
         report = {"flags": flags, "photos": len(redbox), "suspects_dropped": dropped, "model": asdict(model_params),
                   "epoch": result.best_epoch,
                   "val_balanced_accuracy": {f: result.scores[f"val/balanced_accuracy/{f}"] for f in flags}}
         if group.world > 1:
             report["world_size"] = group.world
-        (args.out / "config.json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out / "config.json", report)
         remove_output(args.checkpoints)
     print(f"validation balanced accuracy, mean over flags: {result.scores[MEAN_BALANCED]:.3f}")
     stop()

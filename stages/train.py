@@ -31,6 +31,7 @@ from weldnet.core.config import DataError, build, run_stage
 from weldnet.core.distributed import relaunch
 from weldnet.core.params import StrategyConfig, load_checked_params
 from weldnet.core.paths import remove_output
+from weldnet.train import store
 
 if TYPE_CHECKING:
     from weldnet.photos.dataset import PhotoDataset
@@ -55,8 +56,7 @@ def write_reuse(out: Path, live: Path, config: StrategyConfig) -> None:
     out.mkdir(parents=True)
     live.mkdir(parents=True)
     strategy = config.strategy
-    (out / "config.json").write_text(json.dumps({"strategy": config.name, "reuse": strategy.reuse,
-                                                 "decision": strategy.decision}, indent=2) + "\n")
+    store.write_pointer(out, config.name, strategy.reuse, strategy.decision)
     print(f"strategy {config.name}: no training; evaluate applies '{strategy.decision}' to {strategy.reuse}'s model")
 
 
@@ -174,16 +174,15 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         close_log(log)
         if main:
-            (args.out / f"seed-{seed}").mkdir()
-            torch.save(result.state, args.out / f"seed-{seed}" / "model.pt")
-        summary[f"seed-{seed}"] = {"best_epoch": result.best_epoch, **result.details}
+            store.save_weights(args.out, seed, result.state)
+        summary[store.seed_name(seed)] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
     if main:
         record = asdict(config)
         record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
                   **record, "classes": classes, "train_counts": counts, "device": str(device),
                   **({"world_size": world} if world > 1 else {}), "seeds": summary}
-        (args.out / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+        store.write_record(args.out, record)
         remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
     stop()
 

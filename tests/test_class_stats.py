@@ -52,6 +52,7 @@ def test_ldam_margins_fourth_root_and_maximum():
 
 def test_logit_offsets_are_tau_log_prior():
     np.testing.assert_allclose(cs.logit_offsets([3, 1], 2.0), [2 * math.log(0.75), 2 * math.log(0.25)])
+    np.testing.assert_array_equal(cs.scaled_log_priors([0.75, 0.25], 2.0), cs.logit_offsets([3, 1], 2.0))
 
 
 def test_zero_counts_stay_finite_and_count_as_one():

@@ -6,7 +6,15 @@ import pytest
 from weldnet.core.config import ParamError
 from weldnet.core.metrics import softmax
 from weldnet.core.params import DecisionParams
-from weldnet.strategies.decisions import apply_decision, automation, automation_threshold
+from weldnet.strategies.decisions import (
+    DecisionRule,
+    apply_decision,
+    automation,
+    automation_threshold,
+    fit_decision,
+    flaw_score,
+    logit_offset,
+)
 
 
 def test_automation_threshold_by_hand():
@@ -43,3 +51,26 @@ def test_posthoc_tau_is_chosen_on_validation():
 def test_unknown_rule_names_valid_ones():
     with pytest.raises(ParamError, match="valid: argmax, threshold_moving, posthoc_logit"):
         apply_decision("vote", np.zeros((1, 2)), np.zeros(1, int), np.zeros((1, 2)), np.ones(2) / 2, DecisionParams())
+
+
+def test_offset_and_flaw_score_by_hand():
+    np.testing.assert_allclose(logit_offset([0.75, 0.25], 2.0), [-2 * math.log(0.75), -2 * math.log(0.25)])
+    assert flaw_score(np.array([[0.9, 0.1], [0.25, 0.75]])).tolist() == pytest.approx([0.1, 0.75])
+    assert flaw_score(np.array([[0.5, 0.2, 0.3]])).tolist() == pytest.approx([0.5])   # any flaw class counts
+
+
+def test_every_rule_is_softmax_of_logits_plus_its_offset():
+    priors = np.array([0.8, 0.15, 0.05])
+    logits = np.random.default_rng(0).normal(size=(20, 3)) * 2
+    y = np.arange(20) % 3
+    for name, tau in (("argmax", 0.0), ("threshold_moving", 1.0), ("posthoc_logit", None)):
+        rule = fit_decision(name, logits, y, priors, DecisionParams([0.5, 2.0]))
+        assert (rule.tau is None) == (tau is not None)          # only posthoc_logit fits a tau
+        expected = softmax(logits - (rule.tau if tau is None else tau) * np.log(priors))
+        np.testing.assert_allclose(rule.probs(logits), expected, atol=1e-12)
+        np.testing.assert_allclose(softmax(logits + np.array(rule.logit_offset)), expected, atol=1e-12)
+
+
+def test_a_rule_of_unknown_name_is_refused():
+    with pytest.raises(ParamError, match="valid: argmax, threshold_moving, posthoc_logit"):
+        DecisionRule("vote", (0.5, 0.5))

@@ -1,7 +1,10 @@
 import numpy as np
+import pytest
 
+from weldnet.core.config import DataError
 from weldnet.core.metrics import (
     accuracy,
+    best_by_validation,
     bootstrap_interval,
     class_recall,
     cross_entropy,
@@ -42,3 +45,16 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_data():
     assert high - low < 0.2
     perfect_low, perfect_high = bootstrap_interval(target, target, 2, rng, resamples=100)
     assert perfect_low == perfect_high == 1.0
+
+
+NAN = float("nan")
+
+
+def test_best_by_validation_never_picks_nan_and_breaks_ties_by_order():
+    assert best_by_validation({"a": NAN, "b": 0.5, "c": 0.7}) == "c"           # NaN first does not win
+    assert best_by_validation({"a": 0.5, "b": 0.7, "c": NAN}) == "b"           # nor NaN last
+    assert best_by_validation({"a": 0.6, "b": 0.7, "c": 0.7}) == "b"           # a tie: the first listed
+    assert best_by_validation({"a": 0.6, "b": 0.7, "c": 0.7}, ["c", "b", "a"]) == "c"   # ... in the order given
+    assert best_by_validation({"b": 0.5}, ["a", "b"]) == "b"                    # a name without a score never wins
+    with pytest.raises(DataError, match="no validation score to choose by: a, b have none"):
+        best_by_validation({"a": NAN, "b": NAN})

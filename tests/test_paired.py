@@ -9,7 +9,6 @@ import pytest
 from weldnet.core.metrics import per_class_accuracy
 from weldnet.scoring.paired import (
     VERDICTS,
-    best_on_validation,
     bootstrap_p_value,
     compare,
     compare_family,
@@ -144,8 +143,13 @@ def test_compare_family_holm_corrects_and_leaves_out_the_target():
     assert family["same"]["vs_baseline_diff"] == 0.0 and family["same"]["vs_baseline_verdict"] == 0
 
 
-def test_best_on_validation_breaks_ties_by_order():
-    assert best_on_validation({"a": 0.6, "b": 0.7, "c": 0.7}) == "b"
+def test_a_strategy_without_a_validation_score_is_never_the_best():
+    target = np.r_[np.zeros(6, int), np.ones(6, int)]
+    right = np.ones((1, 12), bool)
+    for val in ({"nan": float("nan"), "a": 0.6, "b": 0.7, "c": 0.7}, {"a": 0.6, "b": 0.7, "c": 0.7, "nan": float("nan")}):
+        out, facts = paired_results({n: right for n in val}, target, 2, val, baseline="a", ceilings={},
+                                    resamples=50, alpha=0.05, rng=np.random.default_rng(0))
+        assert facts["best"] == "b" and [n for n in out if out[n]["best_on_validation"]] == ["b"]
 
 
 def test_paired_results_columns_ceiling_gap_and_seed_floor():

@@ -165,14 +165,14 @@ def test_weighting_ceiling_and_comparison_errors_are_one_line_naming_the_fix(raw
         check_params(raw)
 
 
-def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_path, monkeypatch):
-    """The recording view (WELDNET_PARAMS_LOG) behind the exact-params test: reads, asdict and replace."""
-    import dataclasses
+def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_path):
+    """The recording view (tests/params_reads.py) behind the exact-params test: reads, asdict and replace."""
+    from params_reads import record_reads
 
-    from weldnet.core.params import _record_reads, load_checked_params
+    from weldnet.core.params import load_checked_params
 
     plain = load_checked_params(ROOT / "params.yaml")
-    params = _record_reads(plain, tmp_path / "reads.jsonl")
+    params = record_reads(plain, tmp_path / "reads.jsonl")
     spec = params.imbalance
     natural = dataclasses.replace(spec, ratio=None)         # what the imbalance stage does for the natural split
     assert natural.ratio is None and natural.seed == plain.imbalance.seed
@@ -180,6 +180,31 @@ def test_the_params_read_log_notes_each_key_and_lets_stages_copy_sections(tmp_pa
     reads = params._reads
     assert {"imbalance.seed", "sampling.target_ratio"} <= reads and "imbalance.ratio" not in reads   # replaced, not read
     assert not any(key.startswith("train.") for key in reads)
+
+
+def test_the_params_hook_reaches_a_stage_process(tmp_path):
+    """WELDNET_PARAMS_HOOK is how tests/test_pipeline.py records each stage's reads; a bad one is one line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import params_reads
+
+    log = tmp_path / "reads.jsonl"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "WELDNET_PARAMS_HOOK": params_reads.HOOK, "WELDNET_PARAMS_LOG": str(log)}
+    done = subprocess.run([sys.executable, "-m", "weldnet.core.params"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(log.read_text()) == {"module": "weldnet.core.params", "reads": []}
+    env["WELDNET_PARAMS_HOOK"] = "params_reads:nothing"
+    done = subprocess.run([sys.executable, "-m", "weldnet.core.params"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: WELDNET_PARAMS_HOOK='params_reads:nothing' names no function to import (module 'params_reads' has "
+        "no attribute 'nothing'); set it to module:function or unset it"]
 
 
 RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt", "weight_balancing"]

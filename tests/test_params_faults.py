@@ -318,3 +318,66 @@ def test_other_broken_files_are_one_line(tmp_path, data, needle):
 
 def test_the_committed_params_yaml_still_loads():
     assert check_params(load_params(REPO / "params.yaml")).task == PARAMS["task"]
+
+
+# ------------------------------------------------------------------ values a run cannot meet
+def merged(section: str, **values) -> dict:
+    """PARAMS with ``values`` set in ``section`` (dotted keys reach nested mappings)."""
+    import copy
+    params = copy.deepcopy(PARAMS)
+    for key, value in values.items():
+        node = params[section]
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return params
+
+
+@pytest.mark.parametrize("section,key,value,needle", [
+    ("train", "seeds", [-1], "from 0 to 4294967295"),
+    ("train", "seeds", [2 ** 40], "from 0 to 4294967295"),
+    ("train", "seeds", [2 ** 70], "|n| <= 2**53"),
+    ("generate", "seed", 2 ** 32, "from 0 to 4294967295"),
+    ("imbalance", "seed", -3, "from 0 to 4294967295"),
+    ("evaluate", "seed", 2 ** 33, "from 0 to 4294967295"),
+    ("audit", "seed", -1, "from 0 to 4294967295"),
+    ("pretrain", "seed", 2 ** 32, "from 0 to 4294967295"),
+    ("evaluate", "bootstrap", 10 ** 12, "[10, 100000]"),
+    ("train", "lr", 1e300, "(0, 10]"),
+    ("train", "lr", float("inf"), "not a finite number"),
+    ("train", "lr", float("nan"), "not a finite number"),
+    ("pretrain", "lr", float("-inf"), "not a finite number"),
+    ("train", "epochs", 10 ** 30, "|n| <= 2**53"),
+    ("train", "epochs", 10 ** 6, "[1, 10000]"),
+    ("train", "batch_size", 10 ** 9, "[1, 65536]"),
+    ("generate", "size.redbox", 10 ** 20, "|n| <= 2**53"),
+    ("generate", "size.bluebox", 10 ** 8, "[0, 1e+06]"),
+    ("preprocess", "size", 100_000, "[8, 4096]"),
+    ("preprocess", "shard_size", 10 ** 9, "[1, 1e+06]"),
+    ("imbalance", "split", {"train": 0.6, "val": 0.2, "test": 0.3}, "make them sum to 1"),
+    ("imbalance", "split", {"train": 0.8, "val": 0.0, "test": 0.2}, "give it a share above 0"),
+    ("evaluate", "tau_grid", [], "tau_grid is empty"),
+    ("evaluate", "tau_grid", [float("nan")], "not a finite number"),
+    ("losses", "focal.gamma", -0.5, "[0, 50]"),
+    ("losses", "focal.gamma", float("inf"), "not a finite number"),
+    ("loader", "cache_mb", 10 ** 12, "cache_mb"),
+    ("ingest", "workers", 10 ** 6, "[0, 1024]"),
+])
+def test_a_value_no_run_can_meet_is_refused_before_any_work(section, key, value, needle):
+    with pytest.raises(ParamError) as info:
+        check_params(merged(section, **{key: value}))
+    message = str(info.value)
+    assert needle in message and key.split(".")[-1] in message and "\n" not in message, message
+
+
+def test_the_bounds_leave_the_documented_values_legal():
+    params = check_params(merged("train", seeds=[0, 2 ** 32 - 1], lr=10.0, epochs=10_000))
+    assert params.train.seeds == [0, 2 ** 32 - 1]
+    assert check_params(merged("evaluate", bootstrap=100_000)).evaluate.bootstrap == 100_000
+    assert check_params(merged("losses", **{"focal.gamma": 0.0})).losses.focal.gamma == 0.0
+
+
+def test_a_huge_lr_in_params_yaml_is_one_line_from_the_stage_runner(tmp_path):
+    text = params_yaml(train={**PARAMS["train"], "lr": 1e300}).replace("1.0e+300", ".inf")
+    check_file(tmp_path, text.encode(), "train.lr", "not a finite number")

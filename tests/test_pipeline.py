@@ -7,6 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import params_reads
 import pytest
 import yaml
 
@@ -21,6 +22,7 @@ TINY = {
     "train": {"epochs": 2, "batch_size": 16, "seeds": [0, 1]},
     "evaluate": {"bootstrap": 50},
     "pretrain": {"epochs": 1, "min_flag_count": 2},
+    "inspect": {"epochs": 1, "batch_size": 16, "min_flag_count": 5, "losses": ["bce", "asymmetric"]},
     "study": ["baseline", "threshold", "bayesian", "selective_undersample", "crt", "transfer_conv"],
 }
 
@@ -36,7 +38,8 @@ READS = Path(tempfile.mkdtemp()) / "params-read.jsonl"    # what each stage read
 
 
 def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1", "WELDNET_PARAMS_LOG": str(READS),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(ROOT / "tests")]), "DVC_NO_ANALYTICS": "1",
+           "WELDNET_PARAMS_HOOK": params_reads.HOOK, "WELDNET_PARAMS_LOG": str(READS),
            "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
@@ -73,7 +76,7 @@ def evaluate_best(evaluate: dict) -> str:
 def test_repro_runs_every_stage_then_nothing(repo: Path):
     first = run([sys.executable, "-m", "dvc", "repro"], repo)
     for stage in ("generate", "ingest", "audit", "preprocess", "imbalance", "pretrain", "configure",
-                  *(f"train@{name}" for name in TINY["study"]), "ceiling@baseline", "evaluate", "plots"):
+                  *(f"train@{name}" for name in TINY["study"]), "ceiling@baseline", "evaluate", "plots", "inspect"):
         assert f"Running stage '{stage}'" in first.stdout, stage
 
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())

@@ -17,21 +17,18 @@ from weldnet.core.class_stats import priors as class_priors
 from weldnet.core.config import DataError, ParamError, TrainingError
 from weldnet.core.params import DecisionParams, ModelParams, TaskSpec, check_params, load_params
 from weldnet.photos.transforms import resize_uint8
-from weldnet.strategies.decisions import apply_decision, automation_threshold
+from weldnet.strategies.decisions import DecisionRule, apply_decision, automation_threshold, fit_decision, flaw_score
 from weldnet.strategies.models import build_model
 from weldnet.train.predict import predict_logits
 from weldnet.triage import command as cli
 from weldnet.triage.bundle import (
-    DecisionRule,
     bundle_info,
-    choose_best,
     export_gap,
     export_network,
-    fit_rule,
-    flaw_scores,
     load_network,
     network_logits,
     read_bundle,
+    read_validation,
     readme_text,
     write_bundle,
 )
@@ -136,27 +133,48 @@ def test_the_certified_threshold_keeps_its_promise_where_the_naive_one_does_not(
     assert naive_fail / trials > 0.35
 
 
-# ------------------------------------------------------------------ decision rules and choice
+# ------------------------------------------------------------------ decision rules and what evaluate chose
 @pytest.mark.parametrize("decision", ["argmax", "threshold_moving", "posthoc_logit"])
 def test_the_bundle_rule_gives_evaluates_probabilities(decision):
     rng = np.random.default_rng(1)
     val_logits, test_logits = rng.normal(size=(80, 3)) * 3, rng.normal(size=(40, 3)) * 3
     val_y = rng.integers(0, 3, 80)
     counts, params = [900, 60, 40], DecisionParams()
-    rule = fit_rule(decision, val_logits, val_y, counts, params)
+    rule = fit_decision(decision, val_logits, val_y, class_priors(counts), params)
     expected, info = apply_decision(decision, val_logits, val_y, test_logits, class_priors(counts), params)
-    np.testing.assert_allclose(rule.probs(test_logits), expected, rtol=0, atol=1e-12)
+    shipped = DecisionRule.from_dict(json.loads(json.dumps(rule.as_dict())))   # through bundle.json and back
+    np.testing.assert_array_equal(shipped.probs(test_logits), expected)
     assert rule.tau == info.get("tau")
     offset = test_logits + np.array(rule.logit_offset)          # the formula bundle.json gives to plain users
     by_hand = np.exp(offset - offset.max(1, keepdims=True))
     np.testing.assert_allclose(by_hand / by_hand.sum(1, keepdims=True), expected, atol=1e-12)
 
 
-def test_choose_best_never_picks_nan_and_breaks_ties_by_order():
-    assert choose_best({"a": 0.6, "b": 0.7, "c": 0.7}, ["a", "b", "c"]) == "b"
-    assert choose_best({"a": float("nan"), "b": 0.5}, ["a", "b"]) == "b"
-    with pytest.raises(DataError, match="triage.strategy"):
-        choose_best({"a": float("nan")}, ["a"])
+def _validation_record(path: Path, tau: float = 0.5) -> Path:
+    rule = DecisionRule("posthoc_logit", (0.9, 0.1), tau).as_dict()
+    path.write_text(json.dumps({"baseline": {"val_per_class_accuracy": 0.6, "seeds": {
+        "seed-0": {"val_per_class_accuracy": 0.5, "decision": rule},
+        "seed-1": {"val_per_class_accuracy": 0.7, "decision": rule}}}}))
+    return path
+
+
+def test_the_bundle_reads_what_evaluate_chose_on_validation(tmp_path):
+    chosen = read_validation(_validation_record(tmp_path / "validation.json"))["baseline"]
+    assert chosen.val_per_class_accuracy == 0.6 and chosen.seeds == {"seed-0": 0.5, "seed-1": 0.7}
+    assert chosen.rules["seed-1"] == DecisionRule("posthoc_logit", (0.9, 0.1), 0.5)
+
+
+def test_a_missing_or_foreign_validation_record_is_one_line(tmp_path):
+    with pytest.raises(DataError, match="not found; run the evaluate stage first"):
+        read_validation(tmp_path / "absent.json")
+    (tmp_path / "old.json").write_text(json.dumps({"baseline": {"val_per_class_accuracy": 0.6}}))
+    with pytest.raises(DataError, match="not the evaluate stage's validation record.*re-run dvc repro evaluate"):
+        read_validation(tmp_path / "old.json")
+    record = json.loads(_validation_record(tmp_path / "v.json").read_text())
+    record["baseline"]["seeds"]["seed-0"]["decision"]["rule"] = "vote"
+    (tmp_path / "v.json").write_text(json.dumps(record))
+    with pytest.raises(DataError, match="re-run dvc repro evaluate"):
+        read_validation(tmp_path / "v.json")
 
 
 def test_triage_params_are_checked():
@@ -424,7 +442,7 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     model.eval()
 
     logits = predict_logits(model, x[calib], torch.device("cpu"), params.input_size).astype(np.float64)
-    score = flaw_scores(DecisionRule("argmax", tuple(class_priors(counts))).probs(logits))
+    score = flaw_score(DecisionRule("argmax", tuple(class_priors(counts))).probs(logits))
     cert = certified_threshold(score, labels[calib] != 0, target, confidence)
     assert cert.certified and cert.flawed >= 30
     bundle = make_bundle(tmp_path / "triage", model=model, params=params, counts=tuple(counts))
@@ -438,3 +456,57 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     # not significantly below the target: P(Binomial(flawed, target) <= caught) >= 1%
     assert binomial_cdf(tally.flawed_caught, tally.flawed, target) >= 0.01, (tally.flawed_caught, tally.flawed)
     assert f"flawed photos sent to review: recall {tally.recall:.3f}" in capsys.readouterr().out
+
+
+def test_any_file_name_gets_exactly_one_row_that_reads_back(tmp_path, clear_all, capsys):
+    photos = tmp_path / "photos"
+    names = ["cr\rname.jpg", "lf\nname.jpg", "tab\tname.jpg", 'quote"name.jpg', "comma,name.jpg", "plain.jpg"]
+    for k, name in enumerate(names):
+        _jpeg(photos / name, k)
+    with open(os.path.join(os.fsencode(photos), b"caf\xe9.jpg"), "wb") as fh:      # a Latin-1 name
+        fh.write(_jpeg(tmp_path / "latin.jpg", 9).read_bytes())
+    out = tmp_path / "triage.csv"
+    tally = cli.run([str(photos)], clear_all, out, workers=1, block=3)
+    rows = _read_rows(out)
+    assert len(rows) == len(names) + 1 and tally.photos == len(names) + 1
+    for name in names:
+        assert rows[str(photos / name)]["decision"] == "clear", name
+    latin = rows[str(photos) + "/caf\\xe9.jpg"]
+    assert latin["decision"] == "review" and "not UTF-8" in latin["reason"] and latin["score"] == ""
+    assert "unreadable_name" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latin.jpg", "photos", "triage.csv", "triage.html"]
+
+
+EXPORT_COPY = """
+import sys
+import torch
+from weldnet.core.params import ModelParams
+from weldnet.strategies.models import build_model
+from weldnet.triage.bundle import export_network, network_bytes
+torch.manual_seed(0)
+model = build_model(ModelParams(), 2).eval()
+open(sys.argv[1], "wb").write(network_bytes(export_network(model, 64, 64)))
+"""
+
+
+def test_the_bundle_network_is_byte_identical_across_runs_folders_and_code_edits(tmp_path):
+    import shutil
+
+    first, second = make_bundle(tmp_path / "a" / "triage"), make_bundle(tmp_path / "b" / "triage")
+    assert (first / "network.pt2").read_bytes() == (second / "network.pt2").read_bytes()
+    # the same export from a copy of the code in another folder, its model module shifted by two lines
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(ROOT / "weldnet", copy / "weldnet", ignore=shutil.ignore_patterns("__pycache__"))
+    models = copy / "weldnet" / "strategies" / "models.py"
+    models.write_text("# shifted\n# shifted\n" + models.read_text())
+    (copy / "export.py").write_text(EXPORT_COPY)
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    for folder in ("here", "there"):
+        subprocess.run([sys.executable, str(copy / "export.py"), f"{folder}.pt2"], cwd=copy, env=env, check=True,
+                       capture_output=True, timeout=300)
+    here, there = (copy / "here.pt2").read_bytes(), (copy / "there.pt2").read_bytes()
+    torch.manual_seed(0)
+    model = build_model(ModelParams(), 2).eval()
+    from weldnet.triage.bundle import network_bytes
+    assert here == there == network_bytes(export_network(model, 64, 64))
+    assert b"stack_trace" not in here and str(ROOT).encode() not in here

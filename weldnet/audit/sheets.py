@@ -10,6 +10,7 @@ from PIL import Image
 from weldnet.audit.estimate import contact_sheet, flag_matrix
 from weldnet.audit.run import TaskAudit
 from weldnet.core.config import DataError, ParamError
+from weldnet.core.files import render_png, write_bytes, write_csv
 from weldnet.photos.decode import sheet_thumbnails
 
 REVIEW_COLUMNS = ("rig", "number", "image", "verdict")
@@ -22,7 +23,7 @@ def save_sheet(export: Path, manifest: pd.DataFrame, images: list[str], captions
     """A contact sheet of manifest photos (each checked against its SHA-256), one caption each."""
     rows = manifest.set_index("image").loc[images].reset_index()
     thumbs = sheet_thumbnails(export, rows, longest)
-    Image.fromarray(contact_sheet(thumbs, captions, columns=10)).save(out, optimize=True)
+    write_bytes(out, render_png(Image.fromarray(contact_sheet(thumbs, captions, columns=10)).save, optimize=True))
 
 
 def read_review_sheet(path: Path, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def write_review_sheets(export: Path, manifest: pd.DataFrame, samples: dict[str,
                         out: Path, plots: Path) -> None:
     """review_sheet.csv (empty verdicts) and one numbered contact sheet per rig."""
     rows = [(rig, i, image, "") for rig, sample in samples.items() for i, image in enumerate(sample, start=1)]
-    pd.DataFrame(rows, columns=list(REVIEW_COLUMNS)).to_csv(out / "review_sheet.csv", index=False)
+    write_csv(out / "review_sheet.csv", pd.DataFrame(rows, columns=list(REVIEW_COLUMNS)))
     for rig, sample in samples.items():
         if sample:
             captions = [f"#{i} {Path(image).stem}" for i, image in enumerate(sample, start=1)]
@@ -68,7 +69,7 @@ def write_suspects(export: Path, manifest: pd.DataFrame, results: dict[tuple[str
                         zip(top["rank"], top["image"], top["recorded_class"], top["suggested_class"])]
             save_sheet(export, manifest, top["image"].tolist(), captions, longest,
                        plots / f"suspects_{name}_{rig}.png")
-    pd.concat(tables, ignore_index=True).to_csv(out / "suspects.csv", index=False)
+    write_csv(out / "suspects.csv", pd.concat(tables, ignore_index=True))
 
 
 def summary_lines(results: Iterable[TaskAudit], cross: dict[str, dict[str, float]]) -> list[str]:

@@ -1,7 +1,8 @@
 """Class-count maths shared by the losses, the samplers and the decision rules.
 
 Every function takes the per-class training counts ``counts`` (``n_c`` for class
-``c = 0..K-1``, class 0 the default class) and returns a float64 array of length K.
+``c = 0..K-1``, class 0 the default class) and returns a float64 array of length K;
+``scaled_log_priors`` takes the priors themselves.
 
 Absent classes: a class with ``n_c = 0`` is counted as if it had one example
 (``max(n_c, 1)``) by every function here, so no result is ever inf or NaN. That
@@ -68,7 +69,16 @@ def ldam_margins(counts: Counts, max_margin: float) -> np.ndarray:
 
 def logit_offsets(counts: Counts, tau: float) -> np.ndarray:
     """Logit adjustment of Menon et al. (2021): ``tau * log p_c`` with p_c = priors(counts)."""
-    return tau * np.log(priors(counts))
+    return scaled_log_priors(priors(counts), tau)
+
+
+def scaled_log_priors(train_priors: Sequence[float] | np.ndarray, tau: float) -> np.ndarray:
+    """``tau * log p_c`` of the priors themselves (a bundle keeps priors, not counts).
+
+    The logit-adjusted loss adds it to the logits while training; the post-hoc
+    decision rules subtract it (``weldnet.strategies.decisions.logit_offset``).
+    """
+    return tau * np.log(np.asarray(train_priors, dtype=np.float64))
 
 
 def label_aware_smoothing(counts: Counts, head: float, tail: float) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import math
 import reprlib
 import sys
 import types
@@ -42,6 +43,7 @@ class TrainingError(StageError):
 MAX_PARAMS_BYTES = 1 << 20   # 1 MiB
 MAX_DEPTH = 50               # nesting of mappings and lists
 MAX_VALUES = 100_000         # values once every alias (*name) is expanded
+MAX_INT = 2 ** 53            # any integer param beyond this is a typo (and would overflow numpy or torch)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -209,7 +211,7 @@ def _one_line(text: str) -> str:
 
 def section(params: Mapping[str, Any], key: str) -> Any:
     if key not in params:
-        raise ParamError(f"params.yaml has no '{key}' section; add it (see README, Parameters)")
+        raise ParamError(f"params.yaml has no '{key}' section; add it (see docs/parameters.md)")
     return params[key]
 
 
@@ -291,10 +293,17 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamError(f"{where} = {shown(value)} must be an integer")
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ParamError(f"{where} = {shown(value)} is beyond any value a run can use (|n| <= 2**53); "
+                             "give a realistic value")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(f"{where} = {shown(value)} must be a number")
+        if isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+            raise ParamError(f"{where} = {shown(value)} is beyond any value a run can use; give a realistic value")
+        if not math.isfinite(value):
+            raise ParamError(f"{where} = {shown(value)} is not a finite number (NaN or inf); give a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -328,7 +337,12 @@ def build(cls: type[T], mapping: Any, where: str) -> T:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a ParamError or StageError ends it with one line on stderr and exit code 2."""
+    """Run a stage's main(); a ParamError, StageError, OSError or MemoryError ends it with one line and exit code 2.
+
+    A stage killed from outside (SIGKILL, the kernel's out-of-memory killer) cannot print
+    anything: DVC reports it as ``exited with -9``. Its outputs are never half-written, since
+    every writer renames a complete temporary file into place (weldnet.core.files).
+    """
     from weldnet.core.threads import thread_budget
 
     try:
@@ -343,3 +357,20 @@ def run_stage(main: Callable[[], None]) -> None:
     except StageError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:           # a full disk, a file-size limit, an I/O error outside the shared writers
+        print(f"error: {_one_line(os_error_line(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print("error: out of memory (MemoryError); free memory, run fewer stages at once (dvc queue --jobs) "
+              "or lower loader.cache_mb and the batch sizes", file=sys.stderr)
+        sys.exit(2)
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError: the file it names (if any) and the cause."""
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    name = exc.filename
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "backslashreplace")
+    where = "" if name is None else " " + str(name).encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"I/O error on{where}: {cause}" if where else f"I/O error: {cause}"

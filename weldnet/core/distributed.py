@@ -7,7 +7,7 @@ again under PyTorch's launcher (:func:`relaunch`)::
 
 one process per GPU with NCCL on CUDA, or N processes sharing the CPU cores with
 gloo. A stage already started by torchrun (``WORLD_SIZE`` set, e.g. on several
-nodes: README, Distributed) joins the group it was given and relaunches nothing.
+nodes: docs/training.md) joins the group it was given and relaunches nothing.
 
 What keeps a strategy's meaning across processes lives where it belongs:
 ``weldnet.photos.dataset.RankBatches`` gives every rank its part of the same global

@@ -6,7 +6,12 @@ recall). Unlike accuracy, a constant classifier scores exactly 1/K on it.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 import numpy as np
+
+from weldnet.core.config import DataError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -65,3 +70,22 @@ def bootstrap_interval(pred: np.ndarray, target: np.ndarray, num_classes: int, r
         scores[b] = np.mean(recalls)
     tail = (1.0 - level) / 2.0
     return float(np.quantile(scores, tail)), float(np.quantile(scores, 1.0 - tail))
+
+
+def best_by_validation(scores: Mapping[str, float], order: Sequence[str] | None = None) -> str:
+    """The name with the highest validation score: how anything is chosen, never by test.
+
+    A NaN (or a name of ``order`` missing from ``scores``) never wins; ties go to the
+    first name in ``order`` (default: the order of ``scores``). DataError when no
+    score is a number.
+    """
+    names = list(scores if order is None else order)
+    best, best_score = None, -math.inf
+    for name in names:
+        score = float(scores.get(name, math.nan))
+        if not math.isnan(score) and (best is None or score > best_score):
+            best, best_score = name, score
+    if best is None:
+        raise DataError(f"no validation score to choose by: {', '.join(names) or 'no name'} "
+                         f"{'has' if len(names) == 1 else 'have'} none")
+    return best

@@ -16,17 +16,15 @@ Every default below is the value the committed params.yaml sets (also tested).
 """
 from __future__ import annotations
 
-import atexit
-import dataclasses
-import json
+import importlib
 import os
 import re
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from weldnet.core.config import ParamError, build, check_choice, check_range, load_params, run_stage, shown
+from weldnet.core.config import ParamError, StageError, build, check_choice, check_range, load_params, run_stage, shown
 from weldnet.core.flags import RIGS, canonical_flag
 
 # ------------------------------------------------------------------ the names of each strategy axis
@@ -39,6 +37,8 @@ DECISION_NAMES: tuple[str, ...] = ("argmax", "threshold_moving", "posthoc_logit"
 ARCH_NAMES: tuple[str, ...] = ("small_cnn", "alexnet")
 HEAD_NAMES: tuple[str, ...] = ("linear", "normed")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+MULTILABEL_LOSS_NAMES: tuple[str, ...] = ("bce", "logit_adjusted", "asymmetric")   # the inspection model's losses
+INSPECT_SPLITS: tuple[str, ...] = ("train", "val", "calibration", "test")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Losses that became weightings: the one-line hint for a params.yaml written before the weighting axis.
@@ -49,7 +49,7 @@ def check_loss(value: str, where: str) -> str:
     """A loss name; the two losses that became weightings get a hint naming what to write instead."""
     if value in MOVED_LOSSES:
         raise ParamError(f"{where}: '{value}' is a weighting now; write loss: cross_entropy and "
-                         f"weighting: {MOVED_LOSSES[value]} (README, Strategies)")
+                         f"weighting: {MOVED_LOSSES[value]} (docs/strategies.md)")
     return check_choice(value, LOSS_NAMES, where)
 
 
@@ -57,6 +57,27 @@ def check_workers(value: int, where: str) -> int:
     """Every ``workers`` param means the same: the number of worker processes, 0 for one per CPU."""
     if value < 0:
         raise ParamError(f"{where} = {value} must be >= 1, or 0 for one per CPU")
+    check_range(value, where, 0, MAX_WORKERS)
+    return value
+
+
+# Bounds a real run can meet; a value outside is a typo, and would fail deep inside a stage
+# (numpy seeds are 32-bit, a bootstrap of 10**12 resamples never ends).
+SEED_LIMIT = 2 ** 32          # numpy and torch seeds: 0 <= seed < 2**32
+MAX_WORKERS = 1024
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_LR = 10.0                 # SGD or Adam above this diverges at once
+MAX_PHOTOS = 1_000_000        # per rig in generate (the report's data: 113,865 photos)
+MAX_BOOTSTRAP = 100_000       # resamples; each is a pass over the test predictions
+MAX_TAU = 100.0
+
+
+def check_seed(value: int, where: str) -> int:
+    """A random seed numpy and torch accept: an integer in [0, 2**32)."""
+    if not 0 <= value < SEED_LIMIT:
+        raise ParamError(f"{where} = {shown(value)} is not a seed numpy and torch accept; "
+                         "use an integer from 0 to 4294967295 (2**32 - 1)")
     return value
 
 
@@ -87,7 +108,7 @@ def check_input_path(value: str, where: str) -> str:
 # ------------------------------------------------------------------ data, generate, ingest
 @dataclass(frozen=True)
 class DataParams:
-    export: str = "data/export"   # read-only input, anywhere (README, Bring your own data)
+    export: str = "data/export"   # read-only input, anywhere (docs/data.md)
 
     def validate(self, where: str) -> None:
         check_input_path(self.export, f"{where}.export")
@@ -131,10 +152,10 @@ class GenerateSpec:
         bluebox=Camera(blur=0.0, noise=2.5, jpeg_quality=85)))
 
     def validate(self, where: str) -> None:
-        check_range(self.seed, f"{where}.seed", low=0)
+        check_seed(self.seed, f"{where}.seed")
         check_workers(self.workers, f"{where}.workers")
         for rig in RIGS:
-            check_range(getattr(self.size, rig), f"{where}.size.{rig}", low=0)
+            check_range(getattr(self.size, rig), f"{where}.size.{rig}", 0, MAX_PHOTOS)
             check_range(getattr(self.label_noise, rig), f"{where}.label_noise.{rig}", low=0, high=1)
             camera = getattr(self.camera, rig)
             check_range(camera.blur, f"{where}.camera.{rig}.blur", low=0, high=20)
@@ -149,14 +170,14 @@ class IngestParams:
     workers: int = 0
 
     def validate(self, where: str) -> None:
-        check_range(self.max_pixels, f"{where}.max_pixels", low=1)
+        check_range(self.max_pixels, f"{where}.max_pixels", 1, 1_000_000_000)
         check_workers(self.workers, f"{where}.workers")
 
 
 # ------------------------------------------------------------------ audit
 @dataclass(frozen=True)
 class AuditParams:
-    """The ``audit`` section: the label audit (README, Label audit)."""
+    """The ``audit`` section: the label audit (docs/label-audit.md)."""
 
     seed: int = 0
     review_size: int = 50            # flagless photos drawn per rig for the review sheet
@@ -180,7 +201,8 @@ class AuditParams:
     drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
 
     def validate(self, where: str) -> None:
-        check_range(self.review_size, f"{where}.review_size", 0)
+        check_seed(self.seed, f"{where}.seed")
+        check_range(self.review_size, f"{where}.review_size", 0, 10_000)
         check_range(self.thumb_size, f"{where}.thumb_size", 16, 256)
         check_range(self.sheet_thumb, f"{where}.sheet_thumb", 32, 512)
         check_range(self.folds, f"{where}.folds", 2, 20)
@@ -190,8 +212,8 @@ class AuditParams:
         check_range(self.weight_decay, f"{where}.weight_decay", 0, 1)
         check_range(self.warmup, f"{where}.warmup", 0, 1, low_open=True, high_open=True)
         check_range(self.width, f"{where}.width", 1, 256)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
-        check_range(self.min_class_count, f"{where}.min_class_count", 1)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1, MAX_PHOTOS)
+        check_range(self.min_class_count, f"{where}.min_class_count", 1, MAX_PHOTOS)
         check_range(self.min_auc, f"{where}.min_auc", 0.5, 1)
         check_range(self.bootstrap, f"{where}.bootstrap", 0, 10_000)
         check_range(self.suspects_sheet, f"{where}.suspects_sheet", 0, 500)
@@ -212,7 +234,7 @@ class PreprocessParams:
 
     def validate(self, where: str) -> None:
         check_range(self.size, f"{where}.size", low=8, high=4096)
-        check_range(self.shard_size, f"{where}.shard_size", low=1)
+        check_range(self.shard_size, f"{where}.shard_size", 1, MAX_PHOTOS)
         check_workers(self.workers, f"{where}.workers")
 
 
@@ -258,9 +280,13 @@ class ImbalanceParams:
     ratio: float | None = 0.98
 
     def validate(self, where: str) -> None:
+        check_seed(self.seed, f"{where}.seed")
         if sorted(self.split) != sorted(SPLITS):
             raise ParamError(f"{where}.split must have exactly the keys {', '.join(SPLITS)}; got {', '.join(self.split)}")
         for name, share in self.split.items():
+            if share <= 0:
+                raise ParamError(f"{where}.split.{name} = {shown(share)}: every split needs photos (validation "
+                                 "chooses epochs and thresholds, test scores them); give it a share above 0")
             check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
         if abs(sum(self.split.values()) - 1.0) > 1e-6:
             raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
@@ -304,12 +330,12 @@ class OptimParams:
     eval_batch_size: int = 256
 
     def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
-        check_range(self.batch_size, f"{where}.batch_size", 1)
-        check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+        check_range(self.epochs, f"{where}.epochs", 1, MAX_EPOCHS)
+        check_range(self.batch_size, f"{where}.batch_size", 1, MAX_BATCH)
+        check_range(self.lr, f"{where}.lr", 0.0, MAX_LR, low_open=True)
         check_range(self.momentum, f"{where}.momentum", 0.0, 1.0, high_open=True)
-        check_range(self.weight_decay, f"{where}.weight_decay", 0.0)
-        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1)
+        check_range(self.weight_decay, f"{where}.weight_decay", 0.0, 1.0)
+        check_range(self.eval_batch_size, f"{where}.eval_batch_size", 1, MAX_BATCH)
 
 
 @dataclass(frozen=True)
@@ -326,6 +352,11 @@ class TrainParams(OptimParams):
             raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):
             raise ParamError(f"{where}.seeds lists a seed twice; list each once")
+        if len(self.seeds) > 100:
+            raise ParamError(f"{where}.seeds lists {len(self.seeds)} seeds; each trains every strategy once, "
+                             "list at most 100")
+        for k, seed in enumerate(self.seeds):
+            check_seed(seed, f"{where}.seeds[{k}]")
 
 
 @dataclass(frozen=True)
@@ -334,7 +365,7 @@ class FocalParams:
     alpha: float | None = None
 
     def validate(self, where: str) -> None:
-        check_range(self.gamma, f"{where}.gamma", low=0.0)
+        check_range(self.gamma, f"{where}.gamma", 0.0, 50.0)
         if self.alpha is not None:
             check_range(self.alpha, f"{where}.alpha", low=0.0, high=1.0)
 
@@ -345,8 +376,8 @@ class LdamParams:
     scale: float = 30.0
 
     def validate(self, where: str) -> None:
-        check_range(self.max_margin, f"{where}.max_margin", low=0.0)
-        check_range(self.scale, f"{where}.scale", low=0.0, low_open=True)
+        check_range(self.max_margin, f"{where}.max_margin", 0.0, 10.0)
+        check_range(self.scale, f"{where}.scale", 0.0, 1000.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -354,7 +385,7 @@ class LogitAdjustedParams:
     tau: float = 1.0
 
     def validate(self, where: str) -> None:
-        check_range(self.tau, f"{where}.tau", low=0.0)
+        check_range(self.tau, f"{where}.tau", 0.0, MAX_TAU)
 
 
 @dataclass(frozen=True)
@@ -362,7 +393,7 @@ class HingeParams:
     margin: float = 1.0
 
     def validate(self, where: str) -> None:
-        check_range(self.margin, f"{where}.margin", low=0.0, low_open=True)
+        check_range(self.margin, f"{where}.margin", 0.0, 100.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -464,10 +495,10 @@ class SelectiveParams:
     max_rounds: int | None = None   # null: until no default-class photo is left set aside
 
     def validate(self, where: str) -> None:
-        check_range(self.growth, f"{where}.growth", 0.0, low_open=True)
-        check_range(self.round_epochs, f"{where}.round_epochs", 1)
+        check_range(self.growth, f"{where}.growth", 0.0, 100.0, low_open=True)
+        check_range(self.round_epochs, f"{where}.round_epochs", 1, MAX_EPOCHS)
         if self.max_rounds is not None:
-            check_range(self.max_rounds, f"{where}.max_rounds", 0)
+            check_range(self.max_rounds, f"{where}.max_rounds", 0, MAX_EPOCHS)
 
 
 @dataclass(frozen=True)
@@ -477,9 +508,9 @@ class CrtParams:
     sampler: str = "class_balanced"
 
     def validate(self, where: str) -> None:
-        check_range(self.epochs, f"{where}.epochs", 1)
+        check_range(self.epochs, f"{where}.epochs", 1, MAX_EPOCHS)
         if self.lr is not None:
-            check_range(self.lr, f"{where}.lr", 0.0, low_open=True)
+            check_range(self.lr, f"{where}.lr", 0.0, MAX_LR, low_open=True)
         check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
 
 
@@ -507,7 +538,8 @@ class PretrainParams(OptimParams):
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        check_seed(self.seed, f"{where}.seed")
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1, MAX_PHOTOS)
         check_range(self.val_share, f"{where}.val_share", 0.0, 0.5, low_open=True)
 
 
@@ -531,7 +563,7 @@ class CrtStage:
 
 @dataclass(frozen=True)
 class Strategy:
-    """A named choice on each axis (README, Strategies); a new combination needs no code."""
+    """A named choice on each axis (docs/strategies.md); a new combination needs no code."""
 
     loss: str | None = None                                   # null: the top-level `loss`
     weighting: str = "none"                                   # class weights inside the loss (WEIGHTING_NAMES)
@@ -580,7 +612,7 @@ class Strategy:
             raise ParamError(f"{where}: weighting drw switches at a fraction of the schedule's epochs, and "
                              "selective_undersample's rounds are not known in advance (they depend on what the "
                              "net gets right); use inverse_frequency or effective_number with it")
-        check_range(self.freeze, f"{where}.freeze", 0)
+        check_range(self.freeze, f"{where}.freeze", 0, 64)
         if self.freeze and self.init == "scratch":
             raise ParamError(f"{where}.freeze = {self.freeze} freezes random weights; set init: redbox or imagenet")
 
@@ -599,7 +631,7 @@ class LoaderParams:
 
     def validate(self, where: str) -> None:
         check_workers(self.workers, f"{where}.workers")
-        check_range(self.cache_mb, f"{where}.cache_mb", 0)
+        check_range(self.cache_mb, f"{where}.cache_mb", 0, 1 << 22)     # up to 4 TiB
 
 
 # ------------------------------------------------------------------ evaluate
@@ -615,8 +647,10 @@ class DecisionParams:
     def validate(self, where: str) -> None:
         if not self.tau_grid:
             raise ParamError(f"{where}.tau_grid is empty; list the tau values to try, e.g. [0.5, 1.0, 2.0]")
+        if len(self.tau_grid) > 1000:
+            raise ParamError(f"{where}.tau_grid lists {len(self.tau_grid)} values; a grid of at most 1000 will do")
         for tau in self.tau_grid:
-            check_range(tau, f"{where}.tau_grid", 0.0)
+            check_range(tau, f"{where}.tau_grid", 0.0, MAX_TAU)
 
 
 @dataclass(frozen=True)
@@ -630,7 +664,8 @@ class EvaluateParams:
     alpha: float = 0.05                 # family-wise level of the Holm-corrected verdicts; intervals are 1 - alpha
 
     def validate(self, where: str) -> None:
-        check_range(self.bootstrap, f"{where}.bootstrap", 10)
+        check_range(self.bootstrap, f"{where}.bootstrap", 10, MAX_BOOTSTRAP)
+        check_seed(self.seed, f"{where}.seed")
         check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True)
         DecisionParams(self.tau_grid).validate(where)
         check_range(self.paired_bootstrap, f"{where}.paired_bootstrap", 100, 1_000_000)
@@ -644,7 +679,7 @@ class EvaluateParams:
 # ------------------------------------------------------------------ triage
 @dataclass(frozen=True)
 class TriageParams:
-    """The ``triage`` section: the inspector's bundle (README, Inspecting new photos; weldnet.triage.certify)."""
+    """The ``triage`` section: the inspector's bundle (docs/triage.md; weldnet.triage.certify)."""
 
     strategy: str | None = None      # null: the study's best by validation per-class accuracy
     seed: int | None = None          # null: that strategy's best seed by validation per-class accuracy
@@ -654,6 +689,62 @@ class TriageParams:
     def validate(self, where: str) -> None:
         check_range(self.target_recall, f"{where}.target_recall", 0.0, 1.0, low_open=True, high_open=True)
         check_range(self.confidence, f"{where}.confidence", 0.0, 1.0, low_open=True, high_open=True)
+        if self.seed is not None:
+            check_seed(self.seed, f"{where}.seed")
+
+
+# ------------------------------------------------------------------ whole-photo inspection
+@dataclass(frozen=True)
+class AsymmetricParams:
+    """The asymmetric loss of Ridnik et al. 2021 (weldnet/strategies/multilabel.py); their defaults."""
+
+    gamma_pos: float = 0.0           # focusing exponent on photos carrying the flag
+    gamma_neg: float = 4.0           # focusing exponent on photos without it
+    clip: float = 0.05               # probability shift m: negatives below it cost nothing
+
+    def validate(self, where: str) -> None:
+        check_range(self.gamma_pos, f"{where}.gamma_pos", 0.0)
+        check_range(self.gamma_neg, f"{where}.gamma_neg", 0.0)
+        check_range(self.clip, f"{where}.clip", 0.0, 1.0, high_open=True)
+
+
+@dataclass(frozen=True)
+class InspectParams(OptimParams):
+    """The ``inspect`` section: one multi-label model over every common flag of a rig (weldnet.triage.inspect).
+
+    It runs the shared training loop once per candidate loss, keeps the loss whose
+    model clears most perfect validation photos, and certifies the whole-photo rule
+    on the calibration split (weldnet.triage.simultaneous).
+    """
+
+    epochs: int = 6
+    rig: str = "bluebox"
+    losses: list[str] = field(default_factory=lambda: ["logit_adjusted"])   # validation chose it of the three
+    tau: float = 1.0                 # scale of each flag's prior log-odds (bce: subtracted after; logit_adjusted: added)
+    asymmetric: AsymmetricParams = field(default_factory=AsymmetricParams)
+    min_flag_count: int = 20         # training photos a flag needs to get an output
+    split: dict[str, float] = field(default_factory=lambda: {"train": 0.5, "val": 0.15, "calibration": 0.2,
+                                                             "test": 0.15})
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_choice(self.rig, RIGS, f"{where}.rig")
+        if not self.losses:
+            raise ParamError(f"{where}.losses is empty; list at least one of {', '.join(MULTILABEL_LOSS_NAMES)}")
+        for name in self.losses:
+            check_choice(name, MULTILABEL_LOSS_NAMES, f"{where}.losses")
+        if len(set(self.losses)) != len(self.losses):
+            raise ParamError(f"{where}.losses lists a loss twice; list each once")
+        check_range(self.tau, f"{where}.tau", 0.0)
+        check_range(self.min_flag_count, f"{where}.min_flag_count", 1)
+        if sorted(self.split) != sorted(INSPECT_SPLITS):
+            raise ParamError(f"{where}.split must have exactly the keys {', '.join(INSPECT_SPLITS)}; "
+                             f"got {', '.join(self.split)}")
+        for name, share in self.split.items():
+            check_range(share, f"{where}.split.{name}", 0.0, 1.0, low_open=True)
+        if abs(sum(self.split.values()) - 1.0) > 1e-6:
+            raise ParamError(f"{where}.split shares sum to {sum(self.split.values()):g}; make them sum to 1")
 
 
 # ------------------------------------------------------------------ the whole file
@@ -684,11 +775,12 @@ class Params:
     ceiling: list[str] = field(default_factory=lambda: ["baseline"])
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     triage: TriageParams = field(default_factory=TriageParams)
+    inspect: InspectParams = field(default_factory=InspectParams)
     loader: LoaderParams = field(default_factory=LoaderParams)
 
     def validate(self, where: str) -> None:
         if not self.tasks:
-            raise ParamError("tasks must map task names to {default, classes, rigs}; see README, Tasks")
+            raise ParamError("tasks must map task names to {default, classes, rigs}; see docs/parameters.md")
         for name in self.tasks:
             check_name(name, "tasks")
         for name in self.strategies:
@@ -697,7 +789,7 @@ class Params:
         check_choice(self.device, DEVICES, "device")
         check_loss(self.loss, "loss")
         if not self.strategies:
-            raise ParamError("strategies must map strategy names to their axes; see README, Strategies")
+            raise ParamError("strategies must map strategy names to their axes; see docs/strategies.md")
         for name, strategy in self.strategies.items():
             if strategy.reuse is not None:
                 check_choice(strategy.reuse, self.strategies, f"strategies.{name}.reuse")
@@ -801,7 +893,7 @@ def _check_moved_keys(raw: object) -> None:
         block = losses.get(loss)
         if isinstance(block, dict) and key in block or (loss == "class_balanced" and loss in losses):
             raise ParamError(f"losses.{loss}.{key} moved to the weighting axis; set {now} instead "
-                             "(README, Strategies)")
+                             "(docs/strategies.md)")
 
 
 def check_params(raw: object) -> Params:
@@ -813,75 +905,26 @@ def check_params(raw: object) -> Params:
 def load_checked_params(path: str | Path = "params.yaml") -> Params:
     """params.yaml, checked whole and typed; every stage calls this before any work.
 
-    With the environment variable ``WELDNET_PARAMS_LOG`` naming a file, the stage
-    gets a view that notes each key it reads and appends them to that file when it
-    exits: tests/test_pipeline.py checks them against the stage's ``params`` in dvc.yaml.
+    With the environment variable ``WELDNET_PARAMS_HOOK`` set to ``module:function``,
+    the typed params pass through that function first: tests/params_reads.py uses it
+    to note each key a stage reads, which tests/test_pipeline.py compares with the
+    stage's ``params`` in dvc.yaml.
     """
     params = check_params(load_params(path))
-    log = os.environ.get(RECORD_ENV)
-    return params if not log else _record_reads(params, Path(log))
+    hook = os.environ.get(HOOK_ENV)
+    return params if not hook else _hook(hook)(params)
 
 
-# ------------------------------------------------------------------ which keys a stage reads
-RECORD_ENV = "WELDNET_PARAMS_LOG"
+HOOK_ENV = "WELDNET_PARAMS_HOOK"
 
 
-class _View:
-    """A read-only stand-in for a params dataclass that notes the dotted path of every key read."""
-
-    __slots__ = ("_obj", "_path", "_reads")
-
-    def __init__(self, obj: object, path: str, reads: set[str]):
-        object.__setattr__(self, "_obj", obj)
-        object.__setattr__(self, "_path", path)
-        object.__setattr__(self, "_reads", reads)
-
-    def __getattr__(self, name: str):
-        obj, path, reads = (object.__getattribute__(self, k) for k in ("_obj", "_path", "_reads"))
-        attr = getattr(type(obj), name, None)
-        if isinstance(attr, property):
-            return attr.fget(self)                     # properties and methods read through the view
-        if callable(attr) and not isinstance(attr, type) and name not in obj.__dict__:
-            return attr.__get__(self)
-        key = f"{path}.{name}" if path else name
-        value = getattr(obj, name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return _view(value, key, reads)
-        reads.add(key)
-        return value
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise dataclasses.FrozenInstanceError(name)
-
-
-_VIEWS: dict[type, type] = {}
-
-
-def _view(obj: object, path: str, reads: set[str]) -> _View:
-    cls = type(obj)
-    if cls not in _VIEWS:   # dataclasses.asdict, fields() and replace() accept the view, reading every field through it
-
-        def __new__(view_cls: type, *args: object, **changes: object) -> object:
-            if changes and not args:           # dataclasses.replace(view, ...): the plain dataclass, changed
-                return cls(**changes)
-            return object.__new__(view_cls)
-
-        _VIEWS[cls] = type(f"Read{cls.__name__}", (_View,), {"__slots__": (), "__new__": __new__,
-                                                              "__dataclass_fields__": cls.__dataclass_fields__})
-    return _VIEWS[cls](obj, path, reads)
-
-
-def _record_reads(params: Params, log: Path) -> Params:
-    reads: set[str] = set()
-    main = sys.modules.get("__main__")
-    module = getattr(getattr(main, "__spec__", None), "name", None) or sys.argv[0]
-
-    def write() -> None:
-        with log.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"module": module, "reads": sorted(reads)}) + "\n")
-
-    atexit.register(write)
-    return _view(params, "", reads)  # type: ignore[return-value]
+def _hook(spec: str) -> Callable[[Params], Params]:
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise StageError(f"{HOOK_ENV}={spec!r} names no function to import ({exc}); "
+                         "set it to module:function or unset it") from None
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ order of the inputs whatever the number of workers, so outputs never depend on i
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing import get_context
 from typing import TypeVar
 
@@ -41,8 +41,3 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
         chunksize = max(1, min(max_chunk, len(items) // (n * 8)))
     with get_context("fork").Pool(n) as pool:
         yield from pool.imap(fn, items, chunksize=chunksize)
-
-
-def ordered_list(fn: Callable[[T], R], items: Iterable[T], workers: int, **kwargs) -> list[R]:
-    """:func:`ordered_map`, collected into a list."""
-    return list(ordered_map(fn, list(items), workers, **kwargs))

@@ -4,7 +4,7 @@ Pure functions: they take the text of ``labels.csv``, the rows parsed from it,
 the photo checks done by the ingest stage and the list of files on disk, and
 return tables; the stage does all file I/O.
 
-The rules (also in the README, "Bad data"):
+The rules (also in docs/bad-data.md):
 
 * A row needs ``image``, ``rig`` and ``flags`` fields. An *empty* flags field
   is a photo with no flag; a row with no flags field at all, or a value such as
@@ -18,7 +18,8 @@ The rules (also in the README, "Bad data"):
   paths and paths leaving the folder are rejected (symlinks are checked by the
   stage, which can see the disk). Image names are kept exactly as written,
   spaces included; a name that differs from a file on disk only by spaces
-  around it is named in the reason.
+  around it, or only by Unicode normalisation (NFC in labels.csv, NFD on
+  disk, as macOS exports write), is named in the reason with the fix.
 * Several rows naming the same photo with the same rig and flags: the first is
   kept, the others are listed as duplicates. Rows naming the same photo with
   different rigs or flags: all are rejected, since nothing tells which is right.
@@ -28,7 +29,8 @@ The rules (also in the README, "Bad data"):
   memory and reason length stay linear in the number of rows.
 * A field over MAX_FIELD characters rejects its row; the others are read.
 * Photos on disk (``.jpg``, ``.jpeg``, ``.png``, any case, hidden files skipped)
-  that no row names are listed as rejected.
+  that no row names are listed as rejected; so is any file whose name is not
+  UTF-8 (``unreadable_name``, the name shown with ``\\xNN`` for its bytes).
 """
 from __future__ import annotations
 
@@ -41,12 +43,14 @@ import functools
 import io
 import posixpath
 import re
+import unicodedata
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
 from weldnet.core.config import DataError, shown
+from weldnet.core.files import is_printable, printable
 from weldnet.core.flags import FLAGS, RIGS, parse_flags
 from weldnet.photos.images import PhotoInfo
 from weldnet.photos.manifest import MANIFEST_COLUMNS
@@ -70,6 +74,7 @@ REASONS: tuple[str, ...] = (
     "unreadable_image",   # zero-byte, truncated, corrupt, not JPEG/PNG
     "too_large",          # over ingest.max_pixels
     "no_row",             # photo on disk that labels.csv does not name
+    "unreadable_name",    # file on disk whose name is not UTF-8: listed with \xNN for its bytes
 )
 
 # What spreadsheets and pandas write for a missing value (case-insensitive); an
@@ -269,7 +274,7 @@ def _unknown_flag_reason(unknown: Sequence[str]) -> str:
         hint = f" (did you mean '{FLAGS[lower.index(close[0])]}'?)" if close else ""
         parts.append(f"{shown(name)}{hint}")
     more = f" and {len(unknown) - 2:,} more" if len(unknown) > 2 else ""
-    return f"unknown flag {', '.join(parts)}{more}; use the Table 1 names (README, Flags)"
+    return f"unknown flag {', '.join(parts)}{more}; use the Table 1 names (docs/data.md)"
 
 
 def photo_name(row: LabelRow) -> str | None:
@@ -366,13 +371,43 @@ def is_photo_name(relative_path: str) -> bool:
 
 
 def unlisted_photos(files: Iterable[str], listed: set[str]) -> list[Rejection]:
-    """A rejection for every photo file on disk (export-relative POSIX path) that no row names."""
-    return [Rejection(path, "no row in labels.csv", "no_row")
-            for path in sorted(files) if is_photo_name(path) and path not in listed]
+    """A rejection for every photo file on disk (export-relative POSIX path) that no row names.
+
+    A file whose name is not UTF-8 (Python holds its bytes as surrogate escapes)
+    can be named by no row of a UTF-8 labels.csv: it is listed as ``unreadable_name``
+    under its name with ``\\xNN`` for those bytes, photo or not, since its suffix
+    may be the part that is not UTF-8.
+    """
+    out = []
+    for path in sorted(files):
+        if not is_printable(path):
+            out.append(Rejection(printable(path), "file name is not UTF-8 (shown with \\xNN for its bytes), so no "
+                                 "row of labels.csv can name it; rename it to UTF-8 (e.g. convmv -r -f latin1 -t utf8 "
+                                 "--notest on the export) and name it in labels.csv", "unreadable_name"))
+        elif is_photo_name(path) and path not in listed:
+            out.append(Rejection(path, "no row in labels.csv", "no_row"))
+    return out
 
 
 def _unspaced(path: str) -> str:
-    return "/".join(part.strip() for part in path.split("/"))
+    """The name with the spaces around each part dropped and in Unicode NFC form: the key of a near twin."""
+    return unicodedata.normalize("NFC", "/".join(part.strip() for part in path.split("/")))
+
+
+_NFC_FIX = ("normalise the names to NFC (macOS exports write NFD), e.g. convmv -r -f utf8 -t utf8 --nfc --notest "
+            "on the export, or write the name in labels.csv exactly as the file is named")
+
+
+def _differ_by(a: str, b: str) -> tuple[str, str]:
+    """How two names with the same :func:`_unspaced` key differ, and what to do about it."""
+    spaced = unicodedata.normalize("NFC", a) != unicodedata.normalize("NFC", b)     # what NFC leaves: spaces
+    normalised = "/".join(p.strip() for p in a.split("/")) != "/".join(p.strip() for p in b.split("/"))
+    if spaced and normalised:
+        return ("by spaces around them and by Unicode normalisation (NFC vs NFD: they print alike)",
+                "write the name exactly as the file is named; " + _NFC_FIX)
+    if normalised:
+        return "only by Unicode normalisation (NFC vs NFD: they print alike)", _NFC_FIX
+    return "only by spaces around them", "write the name exactly as the file is named"
 
 
 def spacing_hints(rejections: Sequence[Rejection], files: Iterable[str]) -> list[Rejection]:
@@ -391,11 +426,13 @@ def spacing_hints(rejections: Sequence[Rejection], files: Iterable[str]) -> list
     out = []
     for r in rejections:
         if r.category == "missing_file" and (name := _spaced_twin(r.image, on_disk)) is not None:
-            r = Rejection(r.image, f"file not found in the export, but {shown(name)} is: the names differ only by "
-                          "spaces around them; write the name exactly as the file is named", r.category, r.line)
+            how, fix = _differ_by(normalise_image_path(r.image), name)
+            r = Rejection(r.image, f"file not found in the export, but {shown(name)} is: the names differ {how}; "
+                          f"{fix}", r.category, r.line)
         elif r.category == "no_row" and (row := missing.get(_unspaced(r.image))) is not None:
+            how, fix = _differ_by(r.image, normalise_image_path(row.image))
             r = Rejection(r.image, f"no row in labels.csv; line {row.line} names {shown(row.image)}, which differs "
-                          "only by spaces around the name: write it exactly as the file is named", r.category, r.line)
+                          f"{how}: {fix}", r.category, r.line)
         out.append(r)
     return out
 

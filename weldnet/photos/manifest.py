@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from weldnet.core.config import DataError
+from weldnet.core.files import write_csv
 from weldnet.core.flags import FLAGS
 
 MANIFEST_COLUMNS: tuple[str, ...] = ("image", "rig", "width", "height", "sha256", *FLAGS)
@@ -50,8 +51,8 @@ def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_manifest(manifest: pd.DataFrame, path: Path) -> None:
-    """Write the manifest as CSV, text cells made spreadsheet-safe (read it back with :func:`read_manifest`)."""
-    spreadsheet_safe(manifest[list(MANIFEST_COLUMNS)]).to_csv(path, index=False)
+    """Write the manifest as CSV atomically, text cells made spreadsheet-safe (read it back with :func:`read_manifest`)."""
+    write_csv(path, spreadsheet_safe(manifest[list(MANIFEST_COLUMNS)]))
 
 
 def read_manifest(path: Path) -> pd.DataFrame:

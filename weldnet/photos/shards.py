@@ -3,7 +3,7 @@
 A shard ``<rig>-<KKK>.npy`` holds up to ``shard_size`` photos of one rig as an
 array of shape (n, S, S, 3); ``index.csv`` maps each photo to its shard and row.
 The k-th photo of a rig (in manifest order) is row ``k % shard_size`` of shard
-``k // shard_size``. Shards are written by streaming into memory-mapped files
+``k // shard_size``. Shards are written by streaming photos into each file
 and read with ``mmap_mode="r"``, so neither side holds the whole data set:
 :class:`ShardPhotos` reads the rows a batch needs, in any process (a DataLoader
 worker opens its own maps), keeping only a few shards mapped at a time and
@@ -12,6 +12,7 @@ copied, not the shards it read them from.
 """
 from __future__ import annotations
 
+import itertools
 import mmap
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -19,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from numpy.lib.format import open_memmap
+from numpy.lib.format import write_array_header_1_0
 
 from weldnet.core.config import DataError
+from weldnet.core.files import atomic_path, is_partial
 from weldnet.core.paths import remove_output
 
 INDEX = "index.csv"
@@ -47,34 +49,44 @@ def plan_shards(images: Sequence[str], rigs: Sequence[str], shard_size: int) -> 
                          "row": np.asarray(rows, dtype=np.int64)}, columns=list(INDEX_COLUMNS))
 
 
+def shard_bytes(photos_per_rig: Sequence[int], shard_size: int, size: int) -> int:
+    """Bytes of the shards of ``photos_per_rig`` photos at ``size`` x ``size`` RGB (each .npy header included)."""
+    shards = sum(-(-n // shard_size) for n in photos_per_rig)
+    return sum(photos_per_rig) * size * size * 3 + shards * 128
+
+
 def write_order(index: pd.DataFrame) -> pd.DataFrame:
     """The index rows sorted so that each shard is written start to end, one shard at a time."""
     return index.sort_values(["shard", "row"], kind="stable")
 
 
 def write_shards(out_dir: Path, ordered: pd.DataFrame, images: Iterable[np.ndarray], size: int) -> None:
-    """Stream ``images`` (uint8 (size, size, 3), in the order of ``ordered``) into memory-mapped shards.
+    """Stream ``images`` (uint8 (size, size, 3), in the order of ``ordered``) into ``.npy`` shards.
 
     ``ordered`` is an index in :func:`write_order`; only one shard is open at a
-    time, so memory stays at one shard however many photos there are.
+    time and each photo goes straight to the file, so memory stays at one photo
+    however many there are. Each shard is written to a temporary name and renamed
+    when complete (weldnet.core.files), and written with plain writes, not a
+    memory map, so a full disk is an error naming the shard (a write into a
+    mapped file on a full disk would kill the process with SIGBUS).
     """
-    lengths = ordered.groupby("shard")["row"].max() + 1
-    current, shard = None, None
     count = 0
-    for (name, row), image in zip(ordered[["shard", "row"]].itertuples(index=False, name=None), images):
-        if name != current:
-            if shard is not None:
-                shard.flush()
-                del shard
-            shard = open_memmap(out_dir / name, mode="w+", dtype=np.uint8, shape=(int(lengths[name]), size, size, 3))
-            current = name
-        shard[row] = image
-        count += 1
-    if shard is not None:
-        shard.flush()
-        del shard
-    if count != len(ordered):
-        raise ValueError(f"write_shards got {count} images for an index of {len(ordered)} rows")
+    images = iter(images)
+    pairs = ordered[["shard", "row"]].itertuples(index=False, name=None)
+    for name, group in itertools.groupby(pairs, key=lambda pair: pair[0]):
+        rows = [row for _, row in group]
+        if rows != list(range(len(rows))):
+            raise ValueError(f"write_shards needs each shard's rows in order 0..n-1 (write_order); {name} is not")
+        with atomic_path(out_dir / name) as tmp, open(tmp, "wb") as fh:
+            write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": (len(rows), size, size, 3)})
+            for _ in rows:
+                image = next(images, None)
+                if image is None:
+                    raise ValueError(f"write_shards got {count} images for an index of {len(ordered)} rows")
+                fh.write(np.ascontiguousarray(image, dtype=np.uint8).reshape(size, size, 3).tobytes())
+                count += 1
+    if next(images, None) is not None:
+        raise ValueError(f"write_shards got more images than the {len(ordered)} rows of its index")
 
 
 def empty_output_dir(out: Path) -> None:
@@ -82,7 +94,7 @@ def empty_output_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    ours = [p for p in out.iterdir() if p.is_file() and (p.suffix == ".npy" or p.name == INDEX)]
+    ours = [p for p in out.iterdir() if p.is_file() and (p.suffix == ".npy" or p.name == INDEX or is_partial(p))]
     others = sorted(set(out.iterdir()) - set(ours))
     if others:
         raise DataError(f"refusing to empty --out {out}: it holds {others[0].name}, which preprocess "

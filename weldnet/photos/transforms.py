@@ -1,7 +1,8 @@
 """The one owner of how a stored photo becomes a network input.
 
 ``resize_uint8`` scales uint8 NHWC photos (antialiased bilinear, rounded back to
-uint8): the inputs stage, evaluation and the triage bundle all resize with it.
+uint8) in chunks, ``resize_batch`` one batch: the inputs stage, evaluation and
+the triage bundle's exported network all resize with them.
 ``to_input`` scales uint8 to [0, 1] and normalises with ImageNet statistics, so
 that torchvision's pretrained weights see what they were trained on.
 """
@@ -25,13 +26,21 @@ def to_input(images: torch.Tensor, size: int) -> torch.Tensor:
     return x.sub_(mean).div_(std)
 
 
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 NHWC images -> uint8 NHWC at ``size`` x ``size``: antialiased bilinear, rounded back to uint8.
+
+    One batch in one graph, so the triage bundle exports it with its network.
+    """
+    x = images.permute(0, 3, 1, 2).float()
+    x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
-    """uint8 NHWC images resized (antialiased) to NHWC uint8 at ``size``, on their device, in chunks to bound memory."""
+    """:func:`resize_batch` of any number of images, on their device, in chunks to bound memory."""
     if images.shape[1] == size and images.shape[2] == size:
         return images.contiguous()
     out = torch.empty((images.shape[0], size, size, 3), dtype=torch.uint8, device=images.device)
     for start in range(0, images.shape[0], chunk):
-        x = images[start:start + chunk].permute(0, 3, 1, 2).float()
-        x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out[start:start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        out[start:start + chunk] = resize_batch(images[start:start + chunk], size)
     return out

@@ -20,6 +20,8 @@ Sources and the shapes expected (JSON unless said):
 
 - ``metrics/summary.md`` (Markdown, the evaluate stage's): the study table, then
   ``## Paired comparisons`` and the paired table (regions ``summary`` and ``paired``);
+- ``metrics/inspect.md`` (Markdown, the inspect stage's): the whole-photo certificate and its per-flag table
+  (region ``inspect``);
 - ``docs/imbalance_sweep.json``: ``[row]``, rows of ``weldnet.scoring.studies.sweep_rows``;
 - ``docs/all_tasks.json``: ``[row]``, rows of ``weldnet.scoring.studies.task_rows``;
 - ``docs/scale.json``: ``{"reference"|"scaled": {"sizes": {rig: photos}, "stages": [stage entry]}}``
@@ -101,6 +103,7 @@ TASKS = ("python -m benchmarks.experiments queue tasks && dvc queue start --jobs
 REGIONS: dict[str, Region] = {
     "summary": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[0], "dvc repro"),
     "paired": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[1], "dvc repro"),
+    "inspect": Region(("metrics/inspect.md",), lambda s: s.strip() + "\n", "dvc repro inspect"),
     "imbalance_sweep": Region(("docs/imbalance_sweep.json",), _sweep, SWEEP),
     "all_tasks": Region(("docs/all_tasks.json",), _tasks, TASKS),
     "scale": Region(("docs/scale.json",), scale_markdown,

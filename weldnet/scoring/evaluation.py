@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from weldnet.core.metrics import accuracy, class_recall, cross_entropy, is_collapsed, per_class_accuracy
-from weldnet.strategies.decisions import automation, automation_threshold
+from weldnet.strategies.decisions import automation, automation_threshold, flaw_score
 
 SUMMARY_COLUMNS = (("per_class_accuracy", "per-class acc."), ("accuracy", "accuracy"),
                    ("cross_entropy", "cross entropy"), ("automation", "automation"),
@@ -31,9 +31,9 @@ def score(probs: np.ndarray, target: np.ndarray, class_names: list[str]) -> dict
 
 def automation_scores(val_probs: np.ndarray, val_y: np.ndarray, test_probs: np.ndarray, test_y: np.ndarray,
                       target_recall: float) -> dict:
-    """Clear photos whose flaw probability 1 - p(default class) is below a threshold set on validation."""
-    threshold = automation_threshold(1.0 - val_probs[:, 0], val_y != 0, target_recall)
-    cleared, recall = automation(1.0 - test_probs[:, 0], test_y != 0, threshold)
+    """Clear photos whose flaw score 1 - p(default class) is below a threshold set on validation."""
+    threshold = automation_threshold(flaw_score(val_probs), val_y != 0, target_recall)
+    cleared, recall = automation(flaw_score(test_probs), test_y != 0, threshold)
     return {"automation": cleared, "automation_recall": recall, "automation_threshold": threshold}
 
 

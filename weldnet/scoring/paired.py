@@ -36,6 +36,8 @@ from itertools import combinations
 
 import numpy as np
 
+from weldnet.core.metrics import best_by_validation
+
 VERDICTS: dict[int, str] = {1: "better", 0: "no detectable difference", -1: "worse"}
 
 
@@ -157,12 +159,6 @@ def compare_family(scores: Scores, target: str, names: Sequence[str], alpha: flo
     return out
 
 
-def best_on_validation(val_scores: Mapping[str, float]) -> str:
-    """The strategy with the highest validation per-class accuracy; ties go to the first listed."""
-    names = list(val_scores)
-    return max(names, key=lambda n: (val_scores[n], -names.index(n)))
-
-
 def gap_closed(scores: Scores, strategy: str, baseline: str, ceiling: str, alpha: float) -> dict[str, float]:
     """How much of the gap between the baseline and its ceiling the strategy closes, ``(s - b) / (c - b)``.
 
@@ -214,7 +210,7 @@ def paired_results(correct: Mapping[str, np.ndarray], target: np.ndarray, num_cl
     """
     scores = score_models(correct, target, num_classes, resamples, rng)
     study = [n for n in correct if n not in ceilings]
-    best = best_on_validation({n: val_scores[n] for n in study})
+    best = best_by_validation({n: val_scores[n] for n in study})
     out: dict[str, dict] = {n: {"best_on_validation": n == best} for n in correct}
     families = [("vs_best", best)]
     if baseline is not None and baseline in study:

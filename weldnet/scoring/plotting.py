@@ -21,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from weldnet.core.files import render_png, write_bytes  # noqa: E402
+
 CHANCE = 0.5           # per-class accuracy of a constant classifier, two classes
 HIGHLIGHT = 5          # strategies drawn in colour where all share one chart
 GREY = "#c8c8c8"
@@ -37,11 +39,12 @@ def save(fig: plt.Figure, out: Path, exact: bool = False) -> None:
     fig.savefig(buffer, dpi=DPI, format="png")
     plt.close(fig)
     if exact:
-        out.write_bytes(buffer.getvalue())
+        write_bytes(out, buffer.getvalue())
         return
     buffer.seek(0)
     with Image.open(buffer) as image:
-        image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
+        write_bytes(out, render_png(image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save,
+                                    optimize=True))
 
 
 # ------------------------------------------------------------------ dvclive series to tidy tables

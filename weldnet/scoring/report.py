@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from weldnet.core.config import DataError, run_stage
+from weldnet.core.files import write_text
 
 HEADLINE = (("per_class_accuracy", "per-class acc."), ("automation", "automation"),
             ("val_per_class_accuracy", "validation per-class acc."))
@@ -171,8 +172,7 @@ def build_report(root: Path, base: str, out: Path) -> str:
     text = "\n".join(parts + full)
     if len(text) > COMMENT_LIMIT:
         text = "\n".join(parts + [f"The full metrics diff is too long for a comment: run `dvc metrics diff {base}`.\n"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    write_text(out, text)
     return text
 
 

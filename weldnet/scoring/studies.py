@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from weldnet.core.files import render_png, write_bytes
+
 CONSTANT_EPS = 1e-9
 
 
@@ -160,8 +162,7 @@ def sweep_plot(rows: Sequence[Mapping], strategies: Sequence[str], out: Path, ti
     ax.set_ylim(0.4, 1.0)
     ax.legend(fontsize=8, loc="upper right", ncol=2)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    write_bytes(out, render_png(fig.savefig))
     plt.close(fig)
 
 

@@ -10,11 +10,11 @@ Tests and benchmarks build small exports without params.yaml::
 """
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
 from weldnet.core.config import DataError
+from weldnet.core.files import csv_rows
 from weldnet.core.flags import RIGS, format_flags
 from weldnet.core.params import Camera, GenerateSpec
 from weldnet.core.paths import remove_output
@@ -47,10 +47,10 @@ def _clear_export(export: Path) -> None:
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
+    with csv_rows(path) as writer:
         writer.writerow(header)
-        writer.writerows(rows)
+        for row in rows:
+            writer.writerow(row)
 
 
 def generate(spec: GenerateSpec, export: Path, truth: Path) -> None:

@@ -317,7 +317,7 @@ def distributed_model(model: nn.Module, device: torch.device, group: Group) -> n
     On CUDA its batch norms become SyncBatchNorm first (statistics over the global
     batch). torch synchronises batch norm on GPUs only, so on the CPU (gloo) each
     rank normalises its part of the batch by that part's statistics, and the running
-    statistics kept are rank 0's (README, Distributed).
+    statistics kept are rank 0's (docs/training.md).
     """
     if group.world == 1:
         return model

@@ -18,8 +18,8 @@ score ``1 - p[0]``, clear when the score is below the threshold.
 """
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,12 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from weldnet.core.class_stats import priors as class_priors
-from weldnet.core.config import DataError, TrainingError
-from weldnet.core.metrics import softmax
-from weldnet.core.params import DecisionParams, TaskSpec
-from weldnet.photos.transforms import MEAN, STD, to_input
-from weldnet.strategies.decisions import apply_decision, posthoc_logit_adjust, threshold_moving
+from weldnet.core.config import DataError, ParamError, TrainingError
+from weldnet.core.files import write_bytes, write_json, write_text
+from weldnet.core.params import TaskSpec
+from weldnet.photos.transforms import MEAN, STD, resize_batch, to_input
+from weldnet.strategies.decisions import DecisionRule, flaw_score
 
 FORMAT = 1
 NETWORK = "network.pt2"
@@ -50,7 +49,8 @@ class PhotoNet(nn.Module):
 
     Evaluate resizes the 256x256 shards to the input size with ``resize_uint8``
     (antialiased bilinear, rounded to uint8), then ``to_input`` scales and
-    normalises; the same steps, in one module, so they can be exported with it.
+    normalises; the same functions of weldnet.photos.transforms, in one module, so
+    they can be exported with it.
     """
 
     def __init__(self, model: nn.Module, input_size: int, photo_size: int):
@@ -59,10 +59,7 @@ class PhotoNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.input_size != self.photo_size:
-            x = images.permute(0, 3, 1, 2).float()
-            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
-                                          antialias=True, align_corners=False)
-            images = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+            images = resize_batch(images, self.input_size)
         return self.model(to_input(images, self.input_size))
 
 
@@ -72,7 +69,29 @@ def export_network(model: nn.Module, input_size: int, photo_size: int) -> torch.
     example = torch.zeros((2, photo_size, photo_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
-        return torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+        program = torch.export.export(net, (example,), dynamic_shapes={"images": {0: batch}})
+    return without_stack_traces(program)
+
+
+def without_stack_traces(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` without the source paths and line numbers torch.export records on every node.
+
+    They name the folder the stage ran in (a queued experiment runs in a temporary
+    copy) and shift with any edit of the model code, so the saved archive would
+    differ from run to run; without them it is byte-identical for the same weights.
+    """
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        for node in graph.nodes if graph is not None else ():
+            node.meta.pop("stack_trace", None)
+    return program
+
+
+def network_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """The saved archive of ``program``, built in memory: the same bytes for the same program, whatever the path."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return buffer.getvalue()
 
 
 def load_network(path: Path, device: torch.device | str = "cpu") -> nn.Module:
@@ -103,86 +122,39 @@ def export_gap(expected: np.ndarray, exported: np.ndarray) -> float:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def network_logits(net: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 256,
                    device: torch.device | str = "cpu") -> np.ndarray:
-    """float32 logits (N, K) of uint8 NHWC photos, in batches."""
+    """float32 logits (N, K) of uint8 NHWC photos, in batches (no autograd graph is kept between batches)."""
     images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
     out = [net(images[start:start + batch_size].to(device)).float().cpu()
            for start in range(0, len(images), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
-# ------------------------------------------------------------------ the decision rule
+# ------------------------------------------------------------------ what evaluate chose on validation
 @dataclass(frozen=True)
-class DecisionRule:
-    """A strategy's decision rule with what it fitted on validation, applied to logits like evaluate does."""
+class Chosen:
+    """One strategy as evaluate scored it on validation (``--validation``): what the bundle chooses by."""
 
-    decision: str                    # argmax | threshold_moving | posthoc_logit
-    train_priors: tuple[float, ...]  # class shares of the rows the model trained on
-    tau: float | None = None         # posthoc_logit's tau, chosen on validation
-
-    def probs(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits, dtype=np.float64)
-        priors = np.asarray(self.train_priors, dtype=np.float64)
-        if self.decision == "argmax":
-            return softmax(logits)
-        if self.decision == "threshold_moving":
-            return threshold_moving(softmax(logits), priors)
-        if self.decision == "posthoc_logit":
-            return softmax(posthoc_logit_adjust(logits, priors, float(self.tau)))
-        raise DataError(f"unknown decision rule '{self.decision}' in the bundle; rebuild it with this version")
-
-    @property
-    def logit_offset(self) -> list[float]:
-        """``softmax(logits + logit_offset)`` equals :meth:`probs` (up to rounding): -tau log prior."""
-        tau = {"argmax": 0.0, "threshold_moving": 1.0}.get(self.decision, self.tau or 0.0)
-        return [float(-tau * np.log(p)) for p in self.train_priors]
-
-    def as_dict(self) -> dict:
-        return {"rule": self.decision, "tau": self.tau, "train_priors": list(self.train_priors),
-                "logit_offset": self.logit_offset,
-                "formula": "p = softmax(logits + logit_offset); flaw score = 1 - p[0]"}
+    val_per_class_accuracy: float            # mean over seeds
+    seeds: dict[str, float]                  # each seed's validation per-class accuracy
+    rules: dict[str, DecisionRule]           # each seed's decision rule, fitted on validation
 
 
-def fit_rule(decision: str, val_logits: np.ndarray, val_y: np.ndarray, train_counts: Sequence[int],
-             params: DecisionParams) -> DecisionRule:
-    """The rule evaluate applies: what it fits (post-hoc tau) is fitted on validation by the same code."""
-    priors = class_priors(list(train_counts))
-    _, info = apply_decision(decision, val_logits, val_y, val_logits, priors, params)
-    return DecisionRule(decision, tuple(float(p) for p in priors), info.get("tau"))
-
-
-def flaw_scores(probs: np.ndarray) -> np.ndarray:
-    """1 - p(default class): the probability that a photo shows any flaw of the task."""
-    return 1.0 - np.asarray(probs, dtype=np.float64)[:, 0]
-
-
-# ------------------------------------------------------------------ choosing what to bundle
-def choose_best(scores: Mapping[str, float], order: Sequence[str]) -> str:
-    """The name with the highest score (NaN never wins); ties go to the first in ``order``."""
-    best, best_score = None, -np.inf
-    for name in order:
-        score = scores.get(name, float("nan"))
-        if np.isfinite(score) and score > best_score:
-            best, best_score = name, score
-    if best is None:
-        raise DataError("no strategy has a validation per-class accuracy to choose by; "
-                        "set triage.strategy or check metrics/evaluate.json")
-    return best
-
-
-def strategy_config(models: Path, name: str) -> dict:
-    """models/<name>/config.json; for a strategy that reuses another's model, that model's with its own decision."""
-    def read(strategy: str) -> dict:
-        path = models / strategy / "config.json"
-        if not path.is_file():
-            raise DataError(f"no trained model for strategy '{strategy}' at {path}; run dvc repro")
-        return json.loads(path.read_text())
-
-    config = read(name)
-    if config.get("reuse"):
-        config = {**read(config["reuse"]), "decision": config["decision"]}
-    return config
+def read_validation(path: Path) -> dict[str, Chosen]:
+    """The evaluate stage's validation record, per strategy; DataError (one line) when missing or of another form."""
+    if not path.is_file():
+        raise DataError(f"{path} not found; run the evaluate stage first (dvc repro evaluate)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {name: Chosen(float(entry["val_per_class_accuracy"]),
+                             {seed: float(s["val_per_class_accuracy"]) for seed, s in entry["seeds"].items()},
+                             {seed: DecisionRule.from_dict(s["decision"]) for seed, s in entry["seeds"].items()})
+                for name, entry in raw.items()}
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path} is not the evaluate stage's validation record ({exc!r}); "
+                        "re-run dvc repro evaluate") from None
 
 
 # ------------------------------------------------------------------ the bundle on disk
@@ -218,8 +190,11 @@ class Bundle:
 
     @property
     def rule(self) -> DecisionRule:
-        d = self.info["decision"]
-        return DecisionRule(d["rule"], tuple(d["train_priors"]), d.get("tau"))
+        try:
+            return DecisionRule.from_dict(self.info["decision"])
+        except ParamError:
+            raise DataError(f"unknown decision rule {self.info['decision'].get('rule')!r} in the bundle; "
+                            "rebuild it with this version") from None
 
     @property
     def task(self) -> TaskSpec:
@@ -230,7 +205,7 @@ class Bundle:
     def scores(self, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """(flaw scores, class probabilities) of uint8 photos at the bundle's size."""
         probs = self.rule.probs(network_logits(self.network, images, batch_size, self.device))
-        return flaw_scores(probs), probs
+        return flaw_score(probs), probs
 
 
 def bundle_info(*, strategy: str, seed: str, config: dict, rule: DecisionRule, task_name: str, task: TaskSpec,
@@ -275,10 +250,10 @@ def write_bundle(out: Path, program: torch.export.ExportedProgram, info: dict, c
                  readme: str) -> None:
     """Write the bundle folder, replacing the files of an earlier one."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(out / NETWORK))
-    (out / BUNDLE).write_text(json.dumps(info, indent=2) + "\n")
-    (out / TRIAGE).write_text(json.dumps(certificate, indent=2) + "\n")
-    (out / README).write_text(readme)
+    write_bytes(out / NETWORK, network_bytes(program))
+    write_json(out / BUNDLE, info)
+    write_json(out / TRIAGE, certificate)
+    write_text(out / README, readme)
 
 
 def read_bundle(path: Path, device: torch.device | str = "cpu") -> Bundle:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import heapq
 import html
 import io
@@ -39,19 +38,22 @@ import pandas as pd
 import torch
 
 from weldnet.core.config import DataError, run_stage
-from weldnet.core.flags import FLAGS
+from weldnet.core.files import csv_rows, is_printable, printable, write_text
+from weldnet.core.flags import FLAGS, parse_flags
 from weldnet.core.pool import ordered_map
 from weldnet.core.progress import Progress
 from weldnet.photos.images import ImageRejected, load_resized, open_normalised
-from weldnet.photos.ingest import check_rows, decode_labels, parse_label_table, rejection_summary
+from weldnet.photos.ingest import check_rows, decode_labels, normalise_image_path, parse_label_table, rejection_summary
 from weldnet.photos.tasks import assign_classes
-from weldnet.triage.bundle import Bundle, read_bundle
+from weldnet.triage.bundle import Bundle, network_logits, read_bundle
 from weldnet.triage.certify import clopper_pearson_interval
+from weldnet.triage.inspect import NO_FLAG, InspectRule, is_inspection, photo_decision
 
 LABELS = "labels.csv"
 COLUMNS: tuple[str, ...] = ("image", "score", "decision", "reason", "class", "label")
 CLEAR, REVIEW = "clear", "review"
 OTHER_RIG = "other_rig"
+UNREADABLE_NAME = "unreadable_name"
 SHEET_THUMB = 160
 SHOWN_REJECTED = 10
 
@@ -66,6 +68,8 @@ class Item:
     category: str | None = None      # the problem's short key, counted in the summary
     label: int | None = None         # the task's class from labels.csv
     rig: str | None = None
+    flags: tuple[str, ...] | None = None   # the flags labels.csv gives it (inspection bundles)
+    named: tuple[str, ...] = ()      # every flag name its labels.csv row writes, known or not (inspection bundles)
 
 
 @dataclass
@@ -108,16 +112,31 @@ def export_items(root: Path, bundle: Bundle, notes: list[str]) -> list[Item]:
         notes.append(f"{root / LABELS}: {rejection_summary(rejections)} (rows unusable as labels; their photos are "
                      "still triaged), e.g. line " + f"{rejections[0].line}: {rejections[0].reason}")
     labels = {e.image: (e, c) for e, c in zip(entries, _label_classes(entries, bundle))}
+    named = _named_flags(rows) if is_inspection(bundle.info) else {}
     items = []
     for rel in _files_under(root):
         if rel == LABELS:
             continue
         entry, label = labels.pop(rel, (None, None))
-        items.append(Item(str(root / rel), str(root / rel), label=label, rig=entry.rig if entry else None))
+        items.append(Item(str(root / rel), str(root / rel), label=label, rig=entry.rig if entry else None,
+                          flags=entry.flags if entry else None, named=named.get(rel, ())))
     for rel, (entry, label) in labels.items():       # rows naming a file that is not there
         items.append(Item(str(root / rel), None, f"file not found (named by {LABELS} line {entry.line})",
                           "missing_file", label, entry.rig))
     return items
+
+
+def _named_flags(rows: Sequence) -> dict[str, tuple[str, ...]]:
+    """Every flag name each labels.csv row writes (canonical, or as written when unknown), by photo path."""
+    named: dict[str, tuple[str, ...]] = {}
+    for row in rows:
+        try:
+            image = normalise_image_path(row.image)
+        except ValueError:
+            continue
+        known, unknown = parse_flags(row.flags)
+        named[image] = tuple(dict.fromkeys(named.get(image, ()) + tuple(known) + tuple(unknown)))
+    return named
 
 
 def collect(photos: Sequence[str], bundle: Bundle, notes: list[str]) -> list[Item]:
@@ -133,11 +152,20 @@ def collect(photos: Sequence[str], bundle: Bundle, notes: list[str]) -> list[Ite
         else:
             found = [Item(arg, None, "file not found", "missing_file")]
         for item in found:
+            if not is_printable(item.image):
+                item = unreadable_name(item)
             key = os.path.realpath(item.path or item.image)
             if key not in seen:
                 seen.add(key)
                 items.append(item)
     return items
+
+
+def unreadable_name(item: Item) -> Item:
+    """An item whose file name is not UTF-8: reviewed by hand, shown with ``\\xNN`` for the bytes that are not."""
+    return Item(printable(item.image), item.path, "file name is not UTF-8 (shown with \\xNN for its bytes); "
+                "rename it to UTF-8 (e.g. convmv -f latin1 -t utf8 --notest) to triage it", UNREADABLE_NAME,
+                item.label, item.rig)
 
 
 # ------------------------------------------------------------------ decoding and scoring
@@ -170,24 +198,35 @@ def triage(items: Iterable[Item], bundle: Bundle, *, workers: int, block: int = 
            batch: int = 64) -> Iterator[Row]:
     """One row per item, in order: decoded in ``workers`` processes, scored, decided against the threshold."""
     classes, threshold, rigs = bundle.classes, bundle.threshold, set(bundle.rigs)
+    rule = InspectRule.of(bundle.info, bundle.certificate) if is_inspection(bundle.info) else None
     for chunk in blocks(items, block):
         jobs = [(item.path, bundle.photo_size, bundle.max_pixels) for item in chunk if item.problem is None]
         decoded = iter(list(ordered_map(decode, jobs, workers, max_chunk=16)))
         results = [None if item.problem is not None else next(decoded) for item in chunk]
         readable = [r for r in results if isinstance(r, np.ndarray)]
-        scores, probs = bundle.scores(np.stack(readable), batch) if readable else (np.zeros(0), np.zeros((0, 0)))
+        if rule is not None:            # whole-photo triage: the any-flaw score, and the flags over the threshold
+            scores, over = rule.decide(network_logits(bundle.network, np.stack(readable), batch, bundle.device)
+                                       if readable else np.zeros((0, len(rule.flags))))
+        else:
+            scores, probs = bundle.scores(np.stack(readable), batch) if readable else (np.zeros(0), np.zeros((0, 0)))
         k = 0
         for item, result in zip(chunk, results):
             label = classes[item.label] if item.label is not None else ""
+            if rule is not None:
+                label = "" if item.flags is None else ";".join(item.flags) or NO_FLAG
             if item.problem is not None or not isinstance(result, np.ndarray):
                 reason, category = (item.problem, item.category) if item.problem is not None else result
                 yield Row(item.image, None, REVIEW, reason, "", label, category, item.path)
                 continue
-            score, klass = float(scores[k]), classes[int(probs[k].argmax())]
+            score = float(scores[k])
+            klass = ";".join(over[k]) if rule is not None else classes[int(probs[k].argmax())]
             k += 1
             if item.rig is not None and item.rig not in rigs:
                 yield Row(item.image, score, REVIEW, f"rig {item.rig}: the bundle is calibrated on "
                           f"{', '.join(sorted(rigs))} photos only", klass, label, OTHER_RIG, item.path)
+            elif rule is not None:
+                cleared, reason, category = photo_decision(score, over[k - 1], rule.unmodelled(item.named), threshold)
+                yield Row(item.image, score, CLEAR if cleared else REVIEW, reason, klass, label, category, item.path)
             elif score < threshold:
                 yield Row(item.image, score, CLEAR, f"flaw score below the certified threshold {threshold:.6g}",
                           klass, label, None, item.path)
@@ -323,8 +362,10 @@ def summary(tally: Tally, seconds: float, bundle: Bundle) -> list[str]:
                      f"{cert['confidence']:.0%} confidence)")
     elif tally.other_rigs:
         lines.append(f"labels: all {tally.other_rigs} labelled photos are of rigs the bundle is not calibrated on")
-    if bundle.threshold <= 0:
+    if bundle.threshold <= 0 or is_inspection(bundle.info):
         lines.append(f"note: {bundle.certificate['note']}")
+    lines += [f"note: {bundle.certificate[k]}" for k in ("uncertified_note", "not_modelled_note")
+              if bundle.certificate.get(k)]
     return lines
 
 
@@ -349,11 +390,8 @@ def run(photos: Sequence[str], bundle_dir: Path, out: Path, *, sheet: Path | Non
     for line in notes:
         print(f"note: {line}", file=stream)
     tally = Tally(shown=shown)
-    out.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with out.open("w", newline="", encoding="utf-8") as fh, \
-            Progress(total=len(items), desc="triage", unit="photo") as bar:
-        writer = csv.writer(fh, lineterminator="\n")
+    with csv_rows(out) as writer, Progress(total=len(items), desc="triage", unit="photo") as bar:
         writer.writerow(COLUMNS)
         for row in triage(items, bundle, workers=workers, block=block):
             writer.writerow([row.image, _score_text(row.score), row.decision, row.reason, row.klass, row.label])
@@ -361,8 +399,7 @@ def run(photos: Sequence[str], bundle_dir: Path, out: Path, *, sheet: Path | Non
             bar.update(1)
     seconds = time.monotonic() - started
     sheet = sheet or out.with_suffix(".html")
-    sheet.write_text(review_page(tally, bundle, f"Triage with {bundle.info['strategy']}: photos sent to review"),
-                     encoding="utf-8")
+    write_text(sheet, review_page(tally, bundle, f"Triage with {bundle.info['strategy']}: photos sent to review"))
     for line in summary(tally, seconds, bundle):
         print(line, file=stream)
     print(f"wrote {out} and {sheet}", file=stream)
