@@ -220,6 +220,7 @@ RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt
     (with_strategy("baseline", max_norm=0.0), "strategies.baseline.max_norm"),
     (with_strategy("crt", schedule="crt", crt={"weighting": "balanced"}), "strategies.crt.crt.weighting: unknown"),
     ({**RAW, "augmentations": {"remix": {"kappa": 0.5}}}, "augmentations.remix.kappa"),
+    (with_strategy("ldam_drw", loss="ldam", head="normed", max_norm=1.0), "head normed already fixes every class's"),
 ])
 def test_recipe_settings_are_checked_in_one_line_naming_the_fix(raw, message):
     with pytest.raises(ParamError, match=message):

@@ -822,6 +822,11 @@ class Params:
             raise ParamError("ceiling lists a strategy twice; list each once")
         if self.evaluate.baseline is not None:
             check_choice(self.evaluate.baseline, self.strategies, "evaluate.baseline")
+        for name, strategy in self.strategies.items():
+            capped = strategy.max_norm is not None or strategy.crt.max_norm is not None
+            if capped and (strategy.head or self.model.head) == "normed":
+                raise ParamError(f"strategies.{name}: head normed already fixes every class's weight norm, so max_norm "
+                                 "has no effect; drop max_norm or use head: linear")
 
     @property
     def selected_task(self) -> TaskSpec:

@@ -228,6 +228,11 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, run: FitSettin
     schedule's epoch and its length over every phase (``phase.total_epochs``), so
     deferred re-weighting switches at a fraction of the whole schedule.
 
+    ``run.mix`` (the augment axis) mixes each prepared batch with draws from the
+    epoch's generator, and the loss gets the mixed targets (``loss.mixed``);
+    ``run.max_norm`` projects the output layer's per-class weight rows onto that norm
+    after every optimiser step (MaxNorm).
+
     Under torch.distributed every rank calls ``fit`` with its own loader
     (``RankBatches``); the model is wrapped in DistributedDataParallel (batch norm
     synchronised on CUDA), ``run.validate`` must be collective (``predict_logits``
