@@ -25,6 +25,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
+
 from weldnet.core.params import GenerateSpec, RigCounts, load_checked_params
 from weldnet.synth.export import generate
 from weldnet.triage import command

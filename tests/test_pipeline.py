@@ -128,6 +128,7 @@ READ_ONLY_SOMETIMES = {
     "audit.cross_rig_threshold": "read only when a flag is common on both rigs (not on 40 Redbox photos)",
     "losses": "read for strategies whose loss has constants; the tiny study has none",
     "weightings": "read for strategies whose weighting has settings; the tiny study has none",
+    "augmentations": "read for strategies whose augmentation has constants (mixup, cutmix, remix); the tiny study has none",
 }
 
 

@@ -49,7 +49,7 @@ def test_the_report_reads_its_images_and_summaries_from_dvc_yaml():
     images = declared_images(pipeline)
     assert images and all(p.endswith(".png") for p in images)
     assert "plots/summary/training_curves.png" in images
-    assert declared_summaries(pipeline) == ["metrics/summary.md"]
+    assert declared_summaries(pipeline) == ["metrics/summary.md", "metrics/inspect.md"]
 
 
 def test_an_unknown_base_revision_stops_with_one_line(tmp_path):
