@@ -1,6 +1,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,3 +17,17 @@ def params_yaml(**sections) -> str:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params.update(sections)
     return yaml.safe_dump(params, sort_keys=False)
+
+
+@pytest.fixture(scope="session")
+def fresh_exports(tmp_path_factory):
+    """Two generated Bluebox exports, read-only: ``own`` (seed 11, 600 photos) to train and certify a bundle on,
+    ``fresh`` (seed 22, 400 photos) to check it on, as a user's next batch of photos would."""
+    from weldnet.core.params import GenerateSpec, RigCounts
+    from weldnet.synth.export import generate
+
+    root = tmp_path_factory.mktemp("exports")
+    for name, seed, photos in (("own", 11, 600), ("fresh", 22, 400)):
+        generate(GenerateSpec(seed=seed, size=RigCounts(redbox=0, bluebox=photos), workers=2), root / name,
+                 root / f"{name}-truth.csv")
+    return root

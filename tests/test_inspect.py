@@ -173,7 +173,7 @@ def test_an_inspection_bundle_without_a_certificate_clears_nothing(tmp_path):
 
 
 # ------------------------------------------------------------------ a fresh export, end to end
-def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, capsys):
+def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, fresh_exports, capsys):
     """Train a tiny inspection model, certify on held-out photos, triage an export drawn with another seed.
 
     The certificate: any-flaw recall and each certified flag's recall >= target, all
@@ -181,13 +181,12 @@ def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, capsys):
     below the target (one-sided binomial test at 1%, Bonferroni over the risks).
     """
     from weldnet.core.flags import FLAGS, parse_flags
-    from weldnet.core.params import GenerateSpec, RigCounts, SamplingParams
+    from weldnet.core.params import SamplingParams
     from weldnet.photos.dataset import PhotoDataset
     from weldnet.photos.images import load_resized
     from weldnet.photos.transforms import resize_uint8
     from weldnet.strategies.models import build_model
     from weldnet.strategies.sampling import build_loader
-    from weldnet.synth.export import generate
     from weldnet.train.loop import FitSettings, fit, task_input
     from weldnet.train.predict import predict_logits
     from weldnet.triage.certify import binomial_cdf
@@ -195,18 +194,14 @@ def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, capsys):
     from weldnet.triage.simultaneous import ANY_FLAW, METHOD, simultaneous_threshold
 
     target, confidence = 0.8, 0.95
-    generate(GenerateSpec(seed=11, size=RigCounts(redbox=0, bluebox=600), workers=2), tmp_path / "own",
-             tmp_path / "own.csv")
-    generate(GenerateSpec(seed=22, size=RigCounts(redbox=0, bluebox=400), workers=2), tmp_path / "fresh",
-             tmp_path / "fresh.csv")
-    with (tmp_path / "own" / "labels.csv").open() as fh:
+    with (fresh_exports / "own" / "labels.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     flags = ["No Clamp Used", "No Ground Sheet", "No Visible Hatch Markings",
              "Photo Does Not Show Enough Of Scrape Zones"]
     carried = [parse_flags(r["flags"])[0] for r in rows]
     targets = np.array([[f in c for f in flags] for c in carried], dtype=np.float32)
     flawed = np.array([bool(c) for c in carried])
-    photos = np.stack([load_resized(tmp_path / "own" / r["image"], 64, 89_478_485) for r in rows])
+    photos = np.stack([load_resized(fresh_exports / "own" / r["image"], 64, 89_478_485) for r in rows])
     split = split_rows(len(rows), {"train": 0.4, "val": 0.15, "calibration": 0.45}, np.random.default_rng(0))
     train, val, calib = (np.flatnonzero(split == s) for s in ("train", "val", "calibration"))
 
@@ -250,7 +245,7 @@ def test_on_a_fresh_export_every_certified_recall_holds(tmp_path, capsys):
     write_bundle(bundle, program, info, report, inspect_readme(info, report))
 
     out = tmp_path / "fresh.csv"
-    tally = cli.run([str(tmp_path / "fresh")], bundle, out, workers=2)
+    tally = cli.run([str(fresh_exports / "fresh")], bundle, out, workers=2)
     assert tally.labelled == 400 and tally.automation > 0.0       # not passed by reviewing everything
     with out.open(newline="") as fh:
         result = list(csv.DictReader(fh))

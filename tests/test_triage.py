@@ -397,30 +397,25 @@ def test_a_bundle_that_cannot_certify_clears_nothing_and_says_why(tmp_path, caps
 
 
 # ------------------------------------------------------------------ a fresh export, end to end
-def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
+def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, fresh_exports, capsys):
     """Train a tiny model, certify on held-out photos, triage an export drawn with another generate.seed.
 
     The guarantee: recall on new flawed photos >= target, with 95% confidence. The
     check allows for the fresh export's own sampling error: its recall must not be
     significantly below the target (one-sided binomial test at 1%).
     """
-    from weldnet.core.params import GenerateSpec, LossParams, RigCounts, SamplingParams, TrainParams
+    from weldnet.core.params import LossParams, SamplingParams, TrainParams
     from weldnet.photos.dataset import PhotoDataset
     from weldnet.photos.images import load_resized
     from weldnet.strategies.losses import build_loss
     from weldnet.strategies.sampling import build_loader
-    from weldnet.synth.export import generate
     from weldnet.train.loop import FitSettings, fit, task_input
     from weldnet.train.predict import validation_scores
 
     target, confidence = 0.8, 0.95
-    generate(GenerateSpec(seed=11, size=RigCounts(redbox=0, bluebox=600), workers=2), tmp_path / "own",
-             tmp_path / "own.csv")
-    generate(GenerateSpec(seed=22, size=RigCounts(redbox=0, bluebox=400), workers=2), tmp_path / "fresh",
-             tmp_path / "fresh.csv")
-    with (tmp_path / "own" / "labels.csv").open() as fh:
+    with (fresh_exports / "own" / "labels.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    photos = np.stack([load_resized(tmp_path / "own" / r["image"], 64, 89_478_485) for r in rows])
+    photos = np.stack([load_resized(fresh_exports / "own" / r["image"], 64, 89_478_485) for r in rows])
     labels = np.array([int("No Clamp Used" in r["flags"]) for r in rows])
     order = np.random.default_rng(0).permutation(len(rows))
     train, calib = order[:250], order[250:]
@@ -450,7 +445,7 @@ def test_on_a_fresh_export_recall_reaches_the_target(tmp_path, capsys):
     report.update(threshold=cert.threshold, target_recall=target, confidence=confidence)
     (bundle / "triage.json").write_text(json.dumps(report))
 
-    tally = cli.run([str(tmp_path / "fresh")], bundle, tmp_path / "fresh.csv", workers=2)
+    tally = cli.run([str(fresh_exports / "fresh")], bundle, tmp_path / "fresh.csv", workers=2)
     assert tally.labelled == 400 and tally.flawed >= 30
     assert tally.automation > 0.0                            # the test is not passed by reviewing everything
     # not significantly below the target: P(Binomial(flawed, target) <= caught) >= 1%
