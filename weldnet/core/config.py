@@ -340,7 +340,8 @@ def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a ParamError, StageError, OSError or MemoryError ends it with one line and exit code 2.
 
     A stage killed from outside (SIGKILL, the kernel's out-of-memory killer) cannot print
-    anything: DVC reports it as ``exited with -9``. Its outputs are never half-written, since
+    anything: DVC reports it as ``exited with -9``. A killed worker process is reported by
+    weldnet.core.pool as a StageError, in one line. Its outputs are never half-written, since
     every writer renames a complete temporary file into place (weldnet.core.files).
     """
     from weldnet.core.threads import thread_budget

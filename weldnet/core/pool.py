@@ -4,17 +4,51 @@ Every ``workers`` param means the same thing: the number of worker processes, an
 0 for one per CPU (:func:`worker_count`). With one worker the work runs in this
 process, which is also what a test or a debugger wants. Results come back in the
 order of the inputs whatever the number of workers, so outputs never depend on it.
+
+A worker killed from outside (SIGKILL, the kernel's out-of-memory killer) ends the
+map with a :class:`WorkerKilled` error in one line, naming what ran out where the
+cgroup says so, instead of waiting for a result that never comes.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
+from pathlib import Path
 from typing import TypeVar
 
+from weldnet.core.config import StageError
 from weldnet.core.threads import available_cpus
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class WorkerKilled(StageError):
+    """A worker process died without a Python error: killed by a signal, most often for memory."""
+
+
+def oom_kills(cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The cgroup's count of processes the out-of-memory killer ended (v2 ``memory.events``), or None."""
+    try:
+        for line in (cgroup / "memory.events").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def killed_message(fn_name: str, workers: int, before: int | None, after: int | None) -> str:
+    """One line for a killed worker: out of memory when the cgroup's oom_kill count rose, else a signal."""
+    what = f"a worker process of {fn_name} (one of {workers}) was killed"
+    if before is not None and after is not None and after > before:
+        return (f"{what} by the out-of-memory killer (memory.events oom_kill {before} -> {after}): "
+                "free memory, run fewer stages at once (dvc queue --jobs) or lower this stage's workers")
+    return (f"{what} by a signal (SIGKILL or the out-of-memory killer; see dmesg): "
+            "rerun the stage, or lower its workers if memory is short")
 
 
 def worker_count(workers: int) -> int:
@@ -39,5 +73,12 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
     n = min(n, len(items))
     if chunksize is None:
         chunksize = max(1, min(max_chunk, len(items) // (n * 8)))
-    with get_context("fork").Pool(n) as pool:
-        yield from pool.imap(fn, items, chunksize=chunksize)
+    before = oom_kills()
+    pool = ProcessPoolExecutor(n, mp_context=get_context("fork"))
+    try:
+        yield from pool.map(fn, items, chunksize=chunksize)
+    except BrokenProcessPool:
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        raise WorkerKilled(killed_message(name, n, before, oom_kills())) from None
+    finally:                                # a consumer that stops early does not wait for the rest
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,52 @@
+"""The worker pool: results in input order for any worker count; a killed worker ends the map in one line."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from weldnet.core.pool import WorkerKilled, killed_message, oom_kills, ordered_map
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _die_on_three(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def _fail_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("bad item 2")
+    return x
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_results_come_back_in_input_order(workers):
+    assert list(ordered_map(_square, list(range(50)), workers, chunksize=3)) == [x * x for x in range(50)]
+
+
+def test_a_killed_worker_ends_the_map_with_one_line_instead_of_hanging():
+    with pytest.raises(WorkerKilled) as err:
+        list(ordered_map(_die_on_three, list(range(8)), 2, chunksize=1))
+    message = str(err.value)
+    assert "_die_on_three" in message and "killed" in message and "\n" not in message
+
+
+def test_an_error_in_a_worker_reaches_the_caller_as_itself():
+    with pytest.raises(ValueError, match="bad item 2"):
+        list(ordered_map(_fail_on_two, list(range(6)), 2, chunksize=1))
+
+
+def test_the_message_names_the_out_of_memory_killer_when_the_cgroup_counted_one(tmp_path: Path):
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 4\n")
+    assert oom_kills(tmp_path) == 4
+    assert oom_kills(tmp_path / "absent") is None
+    assert "out-of-memory killer (memory.events oom_kill 3 -> 4)" in killed_message("decode", 2, 3, 4)
+    assert "by a signal" in killed_message("decode", 2, 3, 3)
+    assert "by a signal" in killed_message("decode", 2, None, None)
