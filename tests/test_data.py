@@ -284,11 +284,36 @@ def test_training_on_cuda_with_and_without_mixed_precision(processed, mixed):
     assert all(v.dtype != torch.bfloat16 for v in result.state.values())   # weights stay float32
 
 
-def test_the_cpu_trains_in_float32_channels_last_unless_mixed_precision_is_off():
+def test_the_cpu_trains_in_bf16_only_with_amx_and_in_float32_when_mixed_precision_is_off(monkeypatch):
     import torch
 
-    from weldnet.train.device import FP32, precision_for
+    from weldnet.train.device import FP32, cpu_has_amx, precision_for
 
     cpu = torch.device("cpu")
-    assert precision_for(cpu, True).dtype is None and precision_for(cpu, True).channels_last
+    expected = torch.bfloat16 if cpu_has_amx() else None
+    assert precision_for(cpu, True).dtype is expected and precision_for(cpu, True).channels_last
     assert precision_for(cpu, False) == FP32 and not FP32.channels_last
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")   # tiles hidden from oneDNN: float32
+    assert not cpu_has_amx() and precision_for(cpu, True).dtype is None
+
+
+def test_bf16_autocast_on_the_cpu_learns_and_keeps_float32_weights(processed):
+    """The AMX path, run on any CPU (without AMX bf16 is only slower): same loop, same answer quality."""
+    from weldnet.train.device import CPU_BF16
+
+    out, split, _ = processed
+    device = torch.device("cpu")
+    index = read_index(out / "index.csv")
+    train, labels = split_dataset(split, index, out, "train", None, PhotoCache(64, device))
+    val, y_val = split_dataset(split, index, out, "val", None, PhotoCache(64, device))
+    torch.manual_seed(0)
+    model = build_model(ModelParams(width=8, input_size=SIZE), 2)
+    loader = build_loader(train, labels, 8, "oversample", 0, SamplingParams(target_ratio=0.6))
+    run = FitSettings(device, task_input(SIZE, True),
+                      lambda m: validation_scores(predict_logits(m, val, device, SIZE, precision=CPU_BF16), y_val,
+                                                  ["fine", "flawed"]),
+                      lambda *a: None, seed=0, name="bf16", precision=CPU_BF16)
+    result = fit(model, build_loss("cross_entropy", np.bincount(labels).tolist(), LossParams()), loader, run,
+                 TrainParams(epochs=6, batch_size=8, lr=0.05))
+    assert result.scores["val/per_class_accuracy"] > 0.8
+    assert all(v.dtype != torch.bfloat16 for v in result.state.values())

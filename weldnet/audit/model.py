@@ -20,6 +20,7 @@ from torch.utils.data import Sampler
 from weldnet.core.pool import ordered_map
 from weldnet.core.progress import Progress
 from weldnet.photos.dataset import PhotoDataset, photo_loader
+from weldnet.train.device import FP32, Precision
 from weldnet.train.loop import StepSettings, train_one_epoch
 from weldnet.train.optim import Optimiser, build_lr_schedule, build_optimizer
 
@@ -101,11 +102,13 @@ def audit_input(images: torch.Tensor, generator: torch.Generator, device: torch.
 
 
 def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSettings, seed: int,
-                   rows: np.ndarray | None = None, device: torch.device = CPU) -> nn.Module:
+                   rows: np.ndarray | None = None, device: torch.device = CPU,
+                   precision: Precision = FP32) -> nn.Module:
     """Train a tiny CNN with binary cross-entropy on 0/1 flag targets (n, F), with the shared training loop.
 
     ``rows`` (default: all) are the photos trained on: the loader reads them from
     ``images`` (in RAM or memory-mapped) a batch at a time, without a copy of the set.
+    ``precision``: the autocast dtype (weldnet.train.device.precision_for); the weights stay float32.
 
     Augmentation: random flips of either axis and transposition (a weld photo has no
     preferred orientation). AdamW with a one-cycle schedule: the learning rate rises
@@ -123,7 +126,7 @@ def fit_flag_model(images: np.ndarray, targets: np.ndarray, settings: FitSetting
     optimiser = Optimiser(optimizer, build_lr_schedule("one_cycle", optimizer, steps, settings.warmup))
     loader = photo_loader(data, settings.batch_size, Shuffle(len(data), generator))
     loss_fn = nn.BCEWithLogitsLoss()
-    steps_settings = StepSettings(device, partial(audit_input, device=device), name="audit model",
+    steps_settings = StepSettings(device, partial(audit_input, device=device), precision, name="audit model",
                                   min_batch=2)   # batch norm needs two samples
     step = 0
     for _ in range(settings.epochs):
@@ -157,7 +160,8 @@ def _dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, batch_size: int = 256,
-                  rows: np.ndarray | None = None, device: torch.device = CPU) -> np.ndarray:
+                  rows: np.ndarray | None = None, device: torch.device = CPU,
+                  precision: Precision = FP32) -> np.ndarray:
     """Sigmoid flag probabilities, shape (n, F), averaged over ``models`` and ``views`` flips/transpositions
     of each photo (test-time augmentation: smoother, better ranked probabilities).
 
@@ -166,8 +170,9 @@ def predict_flags(models: list[nn.Module], images: np.ndarray, views: int = 8, b
     total = np.zeros((len(rows), 0))
     for start in range(0, len(rows), batch_size):
         x = centred(torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]])).to(device))
-        out = sum(torch.sigmoid(model.eval()(_dihedral(x, v).contiguous(memory_format=CHANNELS_LAST)))
-                  for model in models for v in range(views)).cpu().numpy()
+        with precision.autocast(device):
+            out = sum(torch.sigmoid(model.eval()(_dihedral(x, v).contiguous(memory_format=CHANNELS_LAST)).float())
+                      for model in models for v in range(views)).cpu().numpy()
         if start == 0:
             total = np.empty((len(rows), out.shape[1]), dtype=out.dtype)
         total[start:start + len(out)] = out
@@ -203,7 +208,8 @@ class _FoldJob:
 _SHARED: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _fit_fold(job: _FoldJob, settings: FitSettings, device: torch.device = CPU) -> tuple[np.ndarray, np.ndarray | None]:
+def _fit_fold(job: _FoldJob, settings: FitSettings, device: torch.device = CPU,
+              precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray | None]:
     """Train on the ``train`` rows, predict the ``held`` rows (and the transfer set). On the CPU with
     one thread, so the result depends on the seed only, not on how many processes share the work."""
     threads = torch.get_num_threads()
@@ -211,10 +217,10 @@ def _fit_fold(job: _FoldJob, settings: FitSettings, device: torch.device = CPU) 
         torch.set_num_threads(1)
     try:
         images, targets = _SHARED[job.name]
-        model = fit_flag_model(images, targets, settings, job.seed, rows=job.train, device=device)
-        held = predict_flags([model], images, rows=job.held, device=device)
+        model = fit_flag_model(images, targets, settings, job.seed, rows=job.train, device=device, precision=precision)
+        held = predict_flags([model], images, rows=job.held, device=device, precision=precision)
         transfer = None if job.transfer_to is None else predict_flags([model], _SHARED[job.transfer_to][0], views=2,
-                                                                      device=device)
+                                                                      device=device, precision=precision)
         return held, transfer
     finally:
         torch.set_num_threads(threads)
@@ -223,7 +229,7 @@ def _fit_fold(job: _FoldJob, settings: FitSettings, device: torch.device = CPU) 
 def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, settings: FitSettings,
                    rng: np.random.Generator, workers: int = 1, transfer: dict[str, str] | None = None,
                    transfer_images: dict[str, np.ndarray] | None = None,
-                   device: torch.device | None = None) -> dict[str, CrossValidation]:
+                   device: torch.device | None = None, precision: Precision = FP32) -> dict[str, CrossValidation]:
     """k-fold cross-validation of a tiny CNN on each data set of ``data`` (name -> (images, targets)).
 
     ``transfer`` maps a data set to another (e.g. {"bluebox": "redbox"}) that its fold
@@ -248,7 +254,7 @@ def cross_validate(data: dict[str, tuple[np.ndarray, np.ndarray]], folds: int, s
     with Progress(sum(len(job.train) for job in jobs) * settings.epochs, "audit folds", unit="photo",
                   stream=sys.stdout) as bar:
         try:
-            fit = partial(_fit_fold, settings=settings, device=device)
+            fit = partial(_fit_fold, settings=settings, device=device, precision=precision)
             done = (map(fit, jobs) if device.type != "cpu" else ordered_map(fit, jobs, workers, chunksize=1))
             for job, result in zip(jobs, done):
                 results.append(result)

@@ -30,10 +30,11 @@ from weldnet.audit.estimate import (
     suspects_table,
     task_class_probs,
 )
-from weldnet.audit.model import FitSettings, cross_validate
+from weldnet.audit.model import CPU, FitSettings, cross_validate
 from weldnet.core.flags import FLAGS
 from weldnet.core.params import AuditParams, TaskSpec
 from weldnet.photos.tasks import assign_classes
+from weldnet.train.device import precision_for
 
 if TYPE_CHECKING:
     import torch
@@ -107,7 +108,8 @@ def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame]
     """k-fold cross-validation of the tiny multi-label CNN on each rig's thumbnails.
 
     ``transfer`` (e.g. {"bluebox": "redbox"}): the source rig's fold models also predict
-    the target rig's photos, for the cross-rig check. ``device``: where the folds train (default the CPU).
+    the target rig's photos, for the cross-rig check. ``device``: where the folds train (default the CPU),
+    in bf16 autocast where it computes bf16 natively and ``audit.mixed_precision`` is on.
     """
     transfer = transfer or {}
     models, data = {}, {}
@@ -121,7 +123,8 @@ def fit_rig_models(thumbs: dict[str, np.ndarray], flags: dict[str, pd.DataFrame]
     settings = FitSettings(cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.weight_decay, cfg.warmup, cfg.width)
     moves = {source: target for source, target in transfer.items() if source in data and len(thumbs[target])}
     done = cross_validate(data, cfg.folds, settings, rng, cfg.workers, moves,
-                          {target: thumbs[target] for target in moves.values()}, device=device)
+                          {target: thumbs[target] for target in moves.values()}, device=device,
+                          precision=precision_for(device or CPU, cfg.mixed_precision))
     for rig, result in done.items():
         models[rig].oof_probs = result.oof_probs
         if result.transfer_probs is not None:

@@ -198,6 +198,7 @@ class AuditParams:
     suspects_sheet: int = 40         # suspects shown on each contact sheet
     cross_rig_threshold: float = 0.5  # probability from which the Bluebox model predicts a flag
     workers: int = 0                 # processes decoding thumbnails and training folds
+    mixed_precision: bool = True     # bf16 autocast where the device computes it natively (CUDA, a CPU with AMX)
     drop_suspects: bool = False      # read by pretrain: drop the suspected mislabelled photos
 
     def validate(self, where: str) -> None:
@@ -302,7 +303,7 @@ class ModelParams:
     width: int = 16
     dropout: float = 0.3
     head: str = "linear"     # normed: cosine logits, for LDAM (Cao et al. 2019)
-    mixed_precision: bool = True   # channels-last memory, and bf16/fp16 autocast on CUDA; the CPU stays fp32
+    mixed_precision: bool = True   # channels-last memory; bf16 autocast on CUDA (fp16 without bf16) and AMX CPUs
 
     def validate(self, where: str) -> None:
         check_choice(self.arch, ARCH_NAMES, f"{where}.arch")
