@@ -95,7 +95,7 @@ def main() -> None:
             model = trained.load_model(seed_name).to(device)
             model_params = trained.model_params
             size = model_params.input_size
-            precision = precision_for(device, model_params.mixed_precision)
+            precision = precision_for(device, model_params.mixed_precision).scoring()
             logits_cache[key] = tuple(
                 predict_logits(model, data(part, size)[0], device, size, workers=loader.workers,
                                precision=precision).astype(np.float64)

@@ -45,7 +45,7 @@ def main() -> None:
     from weldnet.strategies.models import build_model
     from weldnet.strategies.multilabel import build_multilabel_loss
     from weldnet.strategies.sampling import build_loader
-    from weldnet.train.device import make_deterministic, precision_for, resolve_device
+    from weldnet.train.device import Precision, make_deterministic, precision_for, resolve_device
     from weldnet.train.loop import FitSettings, fit, task_input
     from weldnet.train.predict import predict_logits
     from weldnet.train.pretraining import common_flags
@@ -99,9 +99,9 @@ def main() -> None:
     photos = PhotoDataset(held, torch.from_numpy(targets))
     val = photos.subset(rows["val"])
 
-    def logits_of(model: torch.nn.Module, subset: PhotoDataset) -> np.ndarray:
+    def logits_of(model: torch.nn.Module, subset: PhotoDataset, arithmetic: Precision = precision) -> np.ndarray:
         return predict_logits(model, subset, device, model_params.input_size, spec.eval_batch_size,
-                              workers=loader_params.workers, precision=precision).astype(np.float64)
+                              workers=loader_params.workers, precision=arithmetic).astype(np.float64)
 
     candidates, fitted = {}, {}
     for name in spec.losses:
@@ -134,8 +134,8 @@ def main() -> None:
     model = build_model(model_params, len(flags))
     model.load_state_dict(result.state)
     model.eval()
-    _, offsets = validation_automation(logits_of(model, val), targets[rows["val"]], flawed[rows["val"]], priors,
-                                       target, enough)
+    _, offsets = validation_automation(logits_of(model, val, precision.scoring()), targets[rows["val"]],
+                                       flawed[rows["val"]], priors, target, enough)
 
     # the bundle's program sees the stored photos and resizes them itself: certify what it computes, on the CPU
     size, cpu = params.preprocess.size, torch.device("cpu")

@@ -287,7 +287,7 @@ def test_training_on_cuda_with_and_without_mixed_precision(processed, mixed):
 def test_the_cpu_trains_in_bf16_only_with_amx_and_in_float32_when_mixed_precision_is_off(monkeypatch):
     import torch
 
-    from weldnet.train.device import FP32, cpu_has_amx, precision_for
+    from weldnet.train.device import CPU_BF16, CPU_CHANNELS_LAST, FP32, Precision, cpu_has_amx, precision_for
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_has_amx() else None
@@ -295,6 +295,9 @@ def test_the_cpu_trains_in_bf16_only_with_amx_and_in_float32_when_mixed_precisio
     assert precision_for(cpu, False) == FP32 and not FP32.channels_last
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")   # tiles hidden from oneDNN: float32
     assert not cpu_has_amx() and precision_for(cpu, True).dtype is None
+    # recorded scores are float32 in the training layout: what the exported bundles compute
+    for precision in (CPU_BF16, CPU_CHANNELS_LAST, FP32):
+        assert precision.scoring() == Precision(channels_last=precision.channels_last)
 
 
 def test_bf16_autocast_on_the_cpu_learns_and_keeps_float32_weights(processed):

@@ -4,7 +4,7 @@ With ``model.mixed_precision`` (:func:`precision_for`) the model keeps channels-
 memory and computes under autocast where the hardware does low precision natively:
 bf16 on CUDA (fp16 with a gradient scaler where bf16 is missing) and on a CPU with
 AMX tiles; other CPUs compute in float32. ``model.mixed_precision: false``: float32,
-contiguous, everywhere.
+contiguous, everywhere. Recorded scores are computed in float32 (:meth:`Precision.scoring`).
 """
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ class Precision:
 
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def scoring(self) -> Precision:
+        """Float32 in this layout: the arithmetic of scores a stage records (evaluate's predictions, a bundle's offsets).
+
+        The exported triage bundles compute in float32, so the probabilities that
+        evaluate and inspect publish are computed so too: the bundle reproduces them
+        to 1e-6 whatever the training precision. Training, and the validation that
+        selects its epoch, keep the autocast dtype.
+        """
+        return Precision(channels_last=self.channels_last)
 
     def scaler(self) -> torch.amp.GradScaler | None:
         """fp16 gradients need loss scaling to stay representable; bf16 and float32 do not."""
