@@ -114,11 +114,15 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     from weldnet.train.loop import FitSettings, task_input
     from weldnet.train.predict import validation_scores
     from weldnet.train.schedules import SCHEDULES, Run
+    from weldnet.train.seeds import seed_plan, train_seeds
     from weldnet.train.setup import close_log, stage_setup
 
     strategy, model_params = config.strategy, config.model
     setup = stage_setup(config.device, model_params.mixed_precision, load_checked_params().loader)
     device, main = setup.device, setup.group.main
+    world = setup.group.world
+    plan = seed_plan(config.train.seed_processes, len(config.train.seeds), device, world, torch.get_num_threads())
+    plan.before_work()
 
     split = read_split(args.split)
     classes = class_names(split)
@@ -127,10 +131,12 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
     train_set, train_y = split_dataset(split, index, args.shards, "train", size, setup.cache)
     val_set, val_y = split_dataset(split, index, args.shards, "val", size, setup.cache)
     counts = np.bincount(train_y, minlength=len(classes)).tolist()
-    world = setup.group.world
     print(f"strategy {config.name}: loss {config.loss}, weighting {strategy.weighting}, sampler {strategy.sampler}, "
           f"augment {strategy.augment}, schedule {strategy.schedule}, {model_params.arch} at {model_params.input_size}px on {device}"
           + (f" ({world} processes)" if world > 1 else "") + f"; train counts {dict(zip(classes, counts))}")
+    if plan.processes > 1:
+        print(f"  {len(config.train.seeds)} seeds, {plan.processes} at a time in their own processes, "
+              f"{plan.threads} thread{'s' if plan.threads > 1 else ''} each")
 
     code, data_digest = code_digest(Path(__file__)), file_digest(args.split)
     source = pretrained_state(config)
@@ -139,7 +145,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
         args.out.mkdir(parents=True)
     validate = setup.validator(val_set, model_params.input_size, config.train.eval_batch_size,
                                lambda logits: validation_scores(logits, val_y, classes))
-    memo = fit_memo(args.fits, config, train_set, val_set, classes, code, setup) if args.fits else None
+    memo = fit_memo(args.fits, config, train_set, val_set, classes, code, setup, plan.threads) if args.fits else None
 
     def make_loss(counts_: list[int]) -> torch.nn.Module:
         return build_loss(config.loss, counts_, config.losses, weighting=strategy.weighting,
@@ -152,20 +158,19 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                           weighting=second.weighting or strategy.weighting, weightings=config.weightings,
                           label_smoothing=second.label_smoothing)
 
-    summary = {}
-    for seed in config.train.seeds:
+    def train_one(seed: int) -> dict:
         torch.manual_seed(seed)
         model = build_model(model_params, len(classes))
         if source is not None:
             print("  " + initialise(model, strategy, source))
-        run_fingerprint = fingerprint(asdict(config), seed, data_digest, code,
+        run_fingerprint = fingerprint(asdict(config), seed, data_digest, code, plan.threads,
                                       *([world] if world > 1 else []))
         log = setup.live_log(args.live / f"seed-{seed}")
         loop = FitSettings(device, task_input(model_params.input_size, config.train.flip), validate, log, seed,
                            config.name, setup.precision)
         run = Run(train_set, train_y, loop, config.train, strategy.sampler, config.sampling,
                   model_params.input_size, len(classes), make_loss,
-                  checkpoints=lambda phase, seed=seed: checkpoint_io(
+                  checkpoints=lambda phase: checkpoint_io(
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
                   workers=setup.workers, memo=memo,
                   make_mix=lambda counts_: build_mix(strategy.augment, config.augmentations, counts_),
@@ -175,23 +180,28 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
         close_log(log)
         if main:
             store.save_weights(args.out, seed, result.state)
-        summary[store.seed_name(seed)] = {"best_epoch": result.best_epoch, **result.details}
         print(f"  seed {seed}: selected epoch {result.best_epoch} of {result.epochs_run}")
+        return {"best_epoch": result.best_epoch, **result.details}
+
+    done = train_seeds(train_one, config.train.seeds, plan)
+    summary = {store.seed_name(seed): entry for seed, entry in zip(config.train.seeds, done)}
     if main:
         record = asdict(config)
         record = {"strategy": record.pop("name"), "decision": strategy.decision, "axes": record.pop("strategy"),
                   **record, "classes": classes, "train_counts": counts, "device": str(device),
-                  **({"world_size": world} if world > 1 else {}), "seeds": summary}
+                  **({"world_size": world} if world > 1 else {}), "threads": plan.threads,
+                  "seed_processes": plan.processes, "seeds": summary}
         store.write_record(args.out, record)
         remove_output(args.checkpoints)   # trained: the run-cache, not a checkpoint, keeps it now
     stop()
 
 
 def fit_memo(folder: Path, config: StrategyConfig, train_set: PhotoDataset, val_set: PhotoDataset, classes: list[str],
-             code: str, setup: StageSetup) -> FitMemo | None:
+             code: str, setup: StageSetup, threads: int) -> FitMemo | None:
     """The finished fits a strategy may reuse (weldnet.train.memo.FitMemo), keyed by what decides a fit here.
 
-    Only on the CPU with both splits in memory: there a fit's numbers depend on these alone.
+    Only on the CPU with both splits in memory: there a fit's numbers depend on these alone
+    (with the thread count, which orders the CPU's floating-point sums).
     """
     import hashlib
 
@@ -206,7 +216,7 @@ def fit_memo(folder: Path, config: StrategyConfig, train_set: PhotoDataset, val_
         photos.update(data.targets.numpy().tobytes())
     loss_params = getattr(config.losses, config.loss, None)
     return FitMemo(folder, fingerprint(config.loss, None if loss_params is None else asdict(loss_params),
-                                       asdict(config.model), str(setup.device), setup.group.world, code,
+                                       asdict(config.model), str(setup.device), setup.group.world, threads, code,
                                        photos.hexdigest(), classes),
                    write=setup.group.main)
 

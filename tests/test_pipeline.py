@@ -11,6 +11,8 @@ import params_reads
 import pytest
 import yaml
 
+from weldnet.core.threads import thread_budget
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
@@ -231,31 +233,55 @@ def start_and_kill_after_first_checkpoint(repo: Path, command: list[str], checkp
     assert checkpoint.exists(), "the run finished before it could be killed"
 
 
+def processes_running(config: str) -> list[int]:
+    """Processes whose command line names ``config``: a stage and the seed processes it forked."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+            except OSError:
+                continue
+            if config.encode() in cmdline and state != "Z":
+                found.append(int(entry.name))
+    return found
+
+
 def test_a_killed_training_run_resumes_and_ends_with_the_same_model(repo: Path):
-    """Kill train mid-run once a checkpoint exists; the rerun resumes and yields the uninterrupted weights."""
+    """Kill train (SIGKILL) mid-run once a checkpoint exists; no seed process outlives it, and the rerun
+    resumes and yields the uninterrupted weights of both seeds, trained at once in their own processes."""
+    import time
+
     import torch
 
     run([sys.executable, "-m", "dvc", "repro"], repo)
     original = (repo / "params.yaml").read_text()
     try:
-        configure(repo, "cfg-long", train={"epochs": 40, "seeds": [0]})
+        configure(repo, "cfg-long", train={"epochs": 40, "seeds": [0, 1]})
         run(train_command("whole", "cfg-long/baseline.json"), repo)
         checkpoint = repo / "ckpt-killed" / "seed-0.pt"
         start_and_kill_after_first_checkpoint(repo, train_command("killed", "cfg-long/baseline.json"), checkpoint)
+        deadline = time.time() + 10
+        while processes_running("cfg-long/baseline.json") and time.time() < deadline:
+            time.sleep(0.05)
+        assert not processes_running("cfg-long/baseline.json"), "a seed process outlived its killed stage"
         epochs_done = torch.load(checkpoint, weights_only=True)["epoch"]
         assert epochs_done < 40, "the run finished before it could be killed"
         resumed = run(train_command("killed", "cfg-long/baseline.json"), repo)
     finally:
         (repo / "params.yaml").write_text(original)
     assert "resuming from ckpt-killed/seed-0.pt after epoch" in resumed.stdout
-    whole = torch.load(repo / "out-whole/seed-0/model.pt", weights_only=True)
-    again = torch.load(repo / "out-killed/seed-0/model.pt", weights_only=True)
-    assert all(torch.equal(whole[k], again[k]) for k in whole)
-    assert json.loads((repo / "out-whole/config.json").read_text())["seeds"] == \
-        json.loads((repo / "out-killed/config.json").read_text())["seeds"]
-    loss_whole = (repo / "live-whole/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
-    loss_again = (repo / "live-killed/seed-0/plots/metrics/train/loss.tsv").read_text().splitlines()
-    assert loss_whole == loss_again  # the replayed log: every step once, same values
+    record = json.loads((repo / "out-whole/config.json").read_text())
+    assert record["seed_processes"] == min(2, thread_budget())
+    for seed in ("seed-0", "seed-1"):
+        whole = torch.load(repo / f"out-whole/{seed}/model.pt", weights_only=True)
+        again = torch.load(repo / f"out-killed/{seed}/model.pt", weights_only=True)
+        assert all(torch.equal(whole[k], again[k]) for k in whole)
+        loss_whole = (repo / f"live-whole/{seed}/plots/metrics/train/loss.tsv").read_text().splitlines()
+        loss_again = (repo / f"live-killed/{seed}/plots/metrics/train/loss.tsv").read_text().splitlines()
+        assert loss_whole == loss_again  # the replayed log: every step once, same values
+    assert record["seeds"] == json.loads((repo / "out-killed/config.json").read_text())["seeds"]
     assert not (repo / "ckpt-killed").exists()          # done: the checkpoint is gone
 
 

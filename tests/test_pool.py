@@ -50,3 +50,45 @@ def test_the_message_names_the_out_of_memory_killer_when_the_cgroup_counted_one(
     assert "out-of-memory killer (memory.events oom_kill 3 -> 4)" in killed_message("decode", 2, 3, 4)
     assert "by a signal" in killed_message("decode", 2, 3, 3)
     assert "by a signal" in killed_message("decode", 2, None, None)
+
+
+def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path: Path):
+    """kill -9 of a stage leaves no worker behind to go on writing: the kernel ends them with it."""
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    script = f"""
+import os, time
+from pathlib import Path
+from weldnet.core.pool import ordered_map
+
+def record(x):
+    with open({str(pids)!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    time.sleep(60)
+    return x
+
+list(ordered_map(record, [0, 1], 2, chunksize=1))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.time() < deadline:
+        time.sleep(0.05)
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)

@@ -272,3 +272,63 @@ def test_the_training_log_is_written_as_dvclive_writes_it(tmp_path, monkeypatch)
     assert len(files) == 6
     for name in files:
         assert (tmp_path / "ours" / name).read_bytes() == (tmp_path / "theirs" / name).read_bytes(), name
+
+
+def test_seed_plan_shares_the_cpu_threads_and_trains_in_turn_on_cuda_or_under_torchrun():
+    from weldnet.train.seeds import SeedPlan, seed_plan
+
+    assert seed_plan(0, 2, CPU, 1, 2) == SeedPlan(2, 1)        # two seeds on two CPUs: one thread each
+    assert seed_plan(0, 3, CPU, 1, 2) == SeedPlan(2, 1)        # never more processes than threads
+    assert seed_plan(0, 2, CPU, 1, 16) == SeedPlan(2, 8)
+    assert seed_plan(0, 1, CPU, 1, 16) == SeedPlan(1, 16)      # one seed: the whole budget
+    assert seed_plan(1, 2, CPU, 1, 2) == SeedPlan(1, 2)        # in turn, as asked
+    assert seed_plan(3, 5, CPU, 1, 16) == SeedPlan(3, 5)
+    assert seed_plan(0, 2, CPU, 2, 2) == SeedPlan(1, 2)        # under torchrun: in turn
+    assert seed_plan(0, 2, torch.device("cuda"), 1, 2) == SeedPlan(1, 2)
+    with pytest.raises(ValueError, match="seed processes"):
+        seed_plan(-1, 2, CPU, 1, 2)
+
+
+def test_a_seed_trains_to_the_same_weights_in_its_own_process_as_in_turn():
+    """Forked or not, a seed's weights depend on its seed and thread count alone; results keep the seeds' order."""
+    script = """
+import torch
+from weldnet.train.seeds import SeedPlan, train_seeds
+
+def train_one(seed):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x, y = torch.randn(32, 3, 12, 12), torch.randint(0, 2, (32,))
+    model(x)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return seed, [p.detach().clone() for p in model.parameters()], torch.get_num_threads()
+
+plan = SeedPlan(2, 1)
+plan.before_work()
+forked = train_seeds(train_one, [3, 1, 2], plan)
+in_turn = train_seeds(train_one, [3, 1, 2], SeedPlan(1, 1))
+assert [f[0] for f in forked] == [3, 1, 2]
+assert all(f[2] == 1 for f in forked)
+for (_, a, _), (_, b, _) in zip(forked, in_turn):
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+print("same")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "same"
+
+
+def test_train_seeds_refuses_to_fork_after_a_multithreaded_start():
+    from weldnet.train.seeds import SeedPlan, train_seeds
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError, match="before_work"):
+            train_seeds(lambda seed: seed, [0, 1], SeedPlan(2, 1))
+    finally:
+        torch.set_num_threads(threads)

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from weldnet.core.pool import die_with_parent
 from weldnet.core.threads import thread_budget
 
 if TYPE_CHECKING:
@@ -71,20 +72,6 @@ def relaunch(nproc_per_node: int, module: str, argv: list[str]) -> None:
     os.execv(sys.executable, command)
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to kill this process when torchrun dies (even by SIGKILL), so no rank outlives a kill."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import signal
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except OSError:
-        pass
-
-
 def start(device: torch.device) -> tuple[Group, torch.device]:
     """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); (SINGLE, device) outside torchrun.
 
@@ -97,7 +84,7 @@ def start(device: torch.device) -> tuple[Group, torch.device]:
     import torch
     import torch.distributed as dist
 
-    _die_with_parent()
+    die_with_parent()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if device.type == "cuda":

@@ -345,10 +345,12 @@ class TrainParams(OptimParams):
 
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     nproc_per_node: int = 1          # processes training each model (torchrun; one per GPU on CUDA)
+    seed_processes: int = 0          # seeds trained at once on a CPU (0: as many as seeds and CPUs allow)
 
     def validate(self, where: str) -> None:
         super().validate(where)
         check_range(self.nproc_per_node, f"{where}.nproc_per_node", 1, 1024)
+        check_range(self.seed_processes, f"{where}.seed_processes", 0, 1024)
         if not self.seeds:
             raise ParamError(f"{where}.seeds is empty; list at least one seed, e.g. [0]")
         if len(set(self.seeds)) != len(self.seeds):

@@ -11,6 +11,8 @@ cgroup says so, instead of waiting for a result that never comes.
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,6 +53,30 @@ def killed_message(fn_name: str, workers: int, before: int | None, after: int | 
             "rerun the stage, or lower its workers if memory is short")
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to kill this process when its parent dies (even by SIGKILL), so no worker outlives a kill."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _start_worker() -> None:
+    """A worker dies with its stage, and reports progress in lines: bars from several processes would garble."""
+    die_with_parent()
+    os.environ.setdefault("WELDNET_PROGRESS", "lines")
+    for stream in (sys.stdout, sys.stderr):      # whole lines, as they come, whatever the stream is
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            reconfigure(line_buffering=True)
+
+
 def worker_count(workers: int) -> int:
     """``workers`` processes, or one per CPU for 0."""
     if workers < 0:
@@ -63,7 +89,8 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
     """``map(fn, items)`` over ``worker_count(workers)`` forked processes, lazily and in input order.
 
     Workers are forked, so they inherit module-level state the caller set up just
-    before (large arrays are shared copy-on-write instead of pickled). ``chunksize``
+    before (large arrays are shared copy-on-write instead of pickled), and die with
+    this process, even when it is killed with SIGKILL. ``chunksize``
     defaults to about eight chunks per worker, at most ``max_chunk`` items each.
     """
     n = worker_count(workers)
@@ -74,7 +101,9 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
     if chunksize is None:
         chunksize = max(1, min(max_chunk, len(items) // (n * 8)))
     before = oom_kills()
-    pool = ProcessPoolExecutor(n, mp_context=get_context("fork"))
+    sys.stdout.flush()                      # a forked worker would print what is still buffered a second time
+    sys.stderr.flush()
+    pool = ProcessPoolExecutor(n, mp_context=get_context("fork"), initializer=_start_worker)
     try:
         yield from pool.map(fn, items, chunksize=chunksize)
     except BrokenProcessPool:

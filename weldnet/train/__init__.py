@@ -1,2 +1,2 @@
 """Training: the loop, optimisers and learning-rate schedules, prediction, device and precision, schedules,
-the fit memo, checkpoints, the live log, stage setup and pretraining."""
+seeds in parallel processes, the fit memo, checkpoints, the live log, stage setup and pretraining."""
