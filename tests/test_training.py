@@ -332,3 +332,43 @@ def test_train_seeds_refuses_to_fork_after_a_multithreaded_start():
             train_seeds(lambda seed: seed, [0, 1], SeedPlan(2, 1))
     finally:
         torch.set_num_threads(threads)
+
+
+def _relu_then_pool(features: nn.Sequential) -> nn.Sequential:
+    """The textbook order, conv-BN-ReLU-maxpool: each (MaxPool2d, ReLU) pair swapped back."""
+    layers = list(features)
+    for k in range(len(layers) - 1):
+        if isinstance(layers[k], nn.MaxPool2d) and isinstance(layers[k + 1], nn.ReLU):
+            layers[k], layers[k + 1] = layers[k + 1], layers[k]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("arch", ["small_cnn", "audit"])
+def test_pooling_before_the_relu_trains_to_the_same_bits_as_after_it(arch, autocast):
+    import copy
+
+    from weldnet.audit.model import tiny_cnn
+
+    torch.manual_seed(0)
+    if arch == "small_cnn":
+        model = build_model(ModelParams(width=8, input_size=32), 2)
+        reference = copy.deepcopy(model)
+        reference.features = _relu_then_pool(reference.features)
+    else:
+        model = tiny_cnn(2, 8, 32)
+        reference = _relu_then_pool(copy.deepcopy(model))
+    assert [type(m) for m in reference.modules()] != [type(m) for m in model.modules()]
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 2, (16,))
+    trained = []
+    for net in (model, reference):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(1)                     # the same dropout masks
+        for _ in range(5):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = net(x)
+            opt.zero_grad()
+            nn.functional.cross_entropy(out.float(), y).backward()
+            opt.step()
+        trained.append(net.state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

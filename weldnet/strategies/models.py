@@ -41,7 +41,13 @@ def output_layer(head: str, in_features: int, out_features: int) -> nn.Linear:
 
 
 class SmallCNN(nn.Module):
-    """Four conv blocks (conv-BN-ReLU-maxpool), doubling width each block, then global pooling."""
+    """Four conv blocks (conv-BN-maxpool-ReLU), doubling width each block, then global pooling.
+
+    Max-pooling before the ReLU gives the same outputs and gradients, bit for bit, as
+    after it (the ReLU is monotone, so it commutes with the max), and the ReLU then
+    touches a quarter of the elements: on one CPU thread a training step is about 1.2x
+    faster (tests/test_training.py checks the equality).
+    """
 
     def __init__(self, num_classes: int, width: int = 16, dropout: float = 0.3, head: str = "linear"):
         super().__init__()
@@ -50,7 +56,7 @@ class SmallCNN(nn.Module):
         for block in range(4):
             out = width * 2**block
             layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+                       nn.MaxPool2d(2), nn.ReLU(inplace=True)]
             channels = out
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
