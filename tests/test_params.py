@@ -128,7 +128,8 @@ def test_a_weighting_change_retrains_only_that_strategy():
     assert changed(with_strategy("baseline", weighting="drw")) == {"baseline"}
     config = resolved(with_strategy("baseline", weighting="drw"))["baseline"]
     assert config["weightings"] == {"drw": {"start": 0.8, "beta": 0.9999}} and config["loss"] == "cross_entropy"
-    assert "weightings" not in resolved(RAW)["weighted"]          # inverse frequency has no settings
+    with_weighted = {**RAW, "study": [*RAW["study"], "weighted"]}      # defined, not in the default study
+    assert "weightings" not in resolved(with_weighted)["weighted"]     # inverse frequency has no settings
     assert resolved(RAW)["class_balanced"]["weightings"] == {"effective_number": {"beta": 0.9999}}
 
 

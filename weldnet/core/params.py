@@ -184,7 +184,7 @@ class AuditParams:
     review_sheet: str | None = None  # a filled-in review sheet (CSV) or null
     thumb_size: int = 64             # side of the square thumbnails the cheap model sees
     sheet_thumb: int = 160           # longest side of a thumbnail on a contact sheet
-    folds: int = 3                   # k of the k-fold cross-validation
+    folds: int = 2                   # k of the k-fold cross-validation
     epochs: int = 20                 # training epochs of each fold's model
     batch_size: int = 64
     learning_rate: float = 0.003     # peak of the one-cycle schedule (AdamW)
