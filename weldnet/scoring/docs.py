@@ -20,6 +20,8 @@ Sources and the shapes expected (JSON unless said):
 
 - ``metrics/summary.md`` (Markdown, the evaluate stage's): the study table, then
   ``## Paired comparisons`` and the paired table (regions ``summary`` and ``paired``);
+- ``docs/recipes_summary.md`` (Markdown): an evaluate stage's ``metrics/summary.md`` from the
+  experiment with the newer recipes (regions ``recipes_summary`` and ``recipes_paired``);
 - ``metrics/inspect.md`` (Markdown, the inspect stage's): the whole-photo certificate and its per-flag table
   (region ``inspect``);
 - ``docs/imbalance_sweep.json``: ``[row]``, rows of ``weldnet.scoring.studies.sweep_rows``;
@@ -99,11 +101,15 @@ SWEEP = ("python -m benchmarks.experiments queue sweep && dvc queue start --jobs
          "python -m benchmarks.experiments collect sweep")
 TASKS = ("python -m benchmarks.experiments queue tasks && dvc queue start --jobs 1 && "
          "python -m benchmarks.experiments collect tasks")
+RECIPES = ("dvc exp run -S 'study=[<the full study>,mixup,cutmix,remix,mislas,logit_adjusted_crt,weight_balancing]' "
+           "&& cp metrics/summary.md docs/recipes_summary.md (docs/results.md#the-newer-recipes)")
 
 REGIONS: dict[str, Region] = {
     "summary": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[0], "dvc repro"),
     "paired": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[1], "dvc repro"),
     "inspect": Region(("metrics/inspect.md",), lambda s: s.strip() + "\n", "dvc repro inspect"),
+    "recipes_summary": Region(("docs/recipes_summary.md",), lambda s: _summary_parts(s)[0], RECIPES),
+    "recipes_paired": Region(("docs/recipes_summary.md",), lambda s: _summary_parts(s)[1], RECIPES),
     "imbalance_sweep": Region(("docs/imbalance_sweep.json",), _sweep, SWEEP),
     "all_tasks": Region(("docs/all_tasks.json",), _tasks, TASKS),
     "scale": Region(("docs/scale.json",), scale_markdown,

@@ -33,7 +33,7 @@ def model_input(images: torch.Tensor, input_size: int) -> torch.Tensor:
 
 
 def predict_logits(model: nn.Module, images: torch.Tensor | PhotoDataset, device: torch.device, input_size: int,
-                   batch_size: int = 256, *, workers: int = 1, precision: Precision = FP32) -> np.ndarray:
+                   batch_size: int = 64, *, workers: int = 1, precision: Precision = FP32) -> np.ndarray:
     """Logits for uint8 NHWC photos (a tensor or a :class:`PhotoDataset`), in order, in eval mode.
 
     Under torch.distributed every rank must call it: each predicts every world-th
@@ -43,7 +43,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor | PhotoDataset, device
 
 
 def predict_features(model: nn.Module, images: torch.Tensor | PhotoDataset, device: torch.device, input_size: int,
-                     batch_size: int = 256, *, workers: int = 1, precision: Precision = FP32) -> np.ndarray:
+                     batch_size: int = 64, *, workers: int = 1, precision: Precision = FP32) -> np.ndarray:
     """The features the output layer sees (``model.embed``) for uint8 NHWC photos, in order, in eval mode."""
     return _predict(model, model.embed, images, device, input_size, batch_size, workers, precision)
 
