@@ -31,6 +31,11 @@ def test_results_come_back_in_input_order(workers):
     assert list(ordered_map(_square, list(range(50)), workers, chunksize=3)) == [x * x for x in range(50)]
 
 
+def test_a_closure_runs_in_forked_workers_without_being_pickled():
+    offset = 1000
+    assert list(ordered_map(lambda x: x + offset, list(range(10)), 2, chunksize=1)) == [x + 1000 for x in range(10)]
+
+
 def test_a_killed_worker_ends_the_map_with_one_line_instead_of_hanging():
     with pytest.raises(WorkerKilled) as err:
         list(ordered_map(_die_on_three, list(range(8)), 2, chunksize=1))

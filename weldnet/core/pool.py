@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TypeVar
@@ -77,6 +78,14 @@ def _start_worker() -> None:
             reconfigure(line_buffering=True)
 
 
+# the functions of the live maps, by token: forked workers inherit them, so ``fn`` is never pickled
+_FUNCTIONS: dict[int, Callable] = {}
+
+
+def _call(token: int, item: object) -> object:
+    return _FUNCTIONS[token](item)
+
+
 def worker_count(workers: int) -> int:
     """``workers`` processes, or one per CPU for 0."""
     if workers < 0:
@@ -88,9 +97,10 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
                 max_chunk: int = 64) -> Iterator[R]:
     """``map(fn, items)`` over ``worker_count(workers)`` forked processes, lazily and in input order.
 
-    Workers are forked, so they inherit module-level state the caller set up just
-    before (large arrays are shared copy-on-write instead of pickled), and die with
-    this process, even when it is killed with SIGKILL. ``chunksize``
+    Workers are forked, so they inherit ``fn`` (a closure is fine: it is not pickled)
+    and the state the caller set up just before (large arrays are shared copy-on-write
+    instead of pickled); items and results are pickled. Workers die with this process,
+    even when it is killed with SIGKILL. ``chunksize``
     defaults to about eight chunks per worker, at most ``max_chunk`` items each.
     """
     n = worker_count(workers)
@@ -103,11 +113,14 @@ def ordered_map(fn: Callable[[T], R], items: Sequence[T], workers: int, *, chunk
     before = oom_kills()
     sys.stdout.flush()                      # a forked worker would print what is still buffered a second time
     sys.stderr.flush()
+    token = id(fn)
+    _FUNCTIONS[token] = fn
     pool = ProcessPoolExecutor(n, mp_context=get_context("fork"), initializer=_start_worker)
     try:
-        yield from pool.map(fn, items, chunksize=chunksize)
+        yield from pool.map(partial(_call, token), items, chunksize=chunksize)
     except BrokenProcessPool:
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
         raise WorkerKilled(killed_message(name, n, before, oom_kills())) from None
     finally:                                # a consumer that stops early does not wait for the rest
         pool.shutdown(wait=True, cancel_futures=True)
+        _FUNCTIONS.pop(token, None)

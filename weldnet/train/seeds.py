@@ -55,16 +55,6 @@ def seed_plan(requested: int, seeds: int, device: torch.device, world: int, budg
     return SeedPlan(processes, max(1, budget // processes))
 
 
-_TRAIN: Callable[[int], object] | None = None      # set just before forking; the workers inherit it
-
-
-def _train_forked(job: tuple[int, int]) -> object:
-    seed, threads = job
-    torch.set_num_threads(threads)
-    assert _TRAIN is not None
-    return _TRAIN(seed)
-
-
 def train_seeds(train_one: Callable[[int], R], seeds: Sequence[int], plan: SeedPlan) -> list[R]:
     """``[train_one(seed) for seed in seeds]``, in ``plan.processes`` forked processes when more than one.
 
@@ -76,10 +66,9 @@ def train_seeds(train_one: Callable[[int], R], seeds: Sequence[int], plan: SeedP
         return [train_one(seed) for seed in seeds]
     if torch.get_num_threads() != 1:
         raise RuntimeError("train_seeds forks: call SeedPlan.before_work() before any torch computation")
-    global _TRAIN
-    _TRAIN = train_one
-    try:
-        return list(ordered_map(_train_forked, [(seed, plan.threads) for seed in seeds], plan.processes,
-                                chunksize=1))     # type: ignore[arg-type]
-    finally:
-        _TRAIN = None
+
+    def in_own_process(seed: int) -> R:
+        torch.set_num_threads(plan.threads)
+        return train_one(seed)
+
+    return list(ordered_map(in_own_process, list(seeds), plan.processes, chunksize=1))
