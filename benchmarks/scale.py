@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from stage_times import read_log, run_timed  # noqa: E402
 
+from weldnet.core.metrics import best_by_validation  # noqa: E402
 from weldnet.scoring.bench import scale_table  # noqa: E402
 
 PAPER = {"redbox": 113_865, "bluebox": 13_790}
@@ -52,11 +53,13 @@ SHARD_BYTES = 256 * 256 * 3
 
 
 def best_strategy() -> str:
-    """The default run's best trained strategy by validation per-class accuracy (never by test)."""
+    """The default run's best trained strategy of its study by validation per-class accuracy (never by
+    test); the ceiling (``<name>@natural``) and strategies that reuse another's model are not candidates."""
     metrics = json.loads((REPO / "metrics" / "evaluate.json").read_text())
-    config = yaml.safe_load((REPO / "params.yaml").read_text())["strategies"]
-    trained = {name: m for name, m in metrics.items() if not (config.get(name) or {}).get("reuse")}
-    return max(trained, key=lambda name: trained[name]["val_per_class_accuracy"])
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    trained = [name for name in params["study"] if not (params["strategies"].get(name) or {}).get("reuse")]
+    return best_by_validation({name: metrics[name]["val_per_class_accuracy"] for name in trained if name in metrics},
+                              trained)
 
 
 def merge(base: dict, override: dict) -> dict:

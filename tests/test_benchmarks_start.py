@@ -33,3 +33,15 @@ def test_the_gpu_check_starts_and_summarises(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "no CUDA GPU visible" in done.stdout
     assert (tmp_path / "out" / "gpu_check.json").exists()
+
+
+def test_the_scale_benchmark_picks_a_trained_strategy_of_the_study():
+    """Its reduced study names stages of dvc.yaml: never the ceiling (``<name>@natural``) nor a reused model."""
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scale
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    best = scale.best_strategy()
+    assert best in params["study"] and not (params["strategies"][best] or {}).get("reuse")
