@@ -174,7 +174,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                       args.checkpoints / f"seed-{seed}{'-' + phase if phase else ''}.pt", run_fingerprint),
                   workers=setup.workers, memo=memo,
                   make_mix=lambda counts_: build_mix(strategy.augment, config.augmentations, counts_),
-                  max_norm=strategy.max_norm, make_classifier_loss=make_classifier_loss,
+                  max_norm=strategy.max_norm, sam=strategy.sam, make_classifier_loss=make_classifier_loss,
                   classifier_max_norm=second.max_norm)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         close_log(log)

@@ -4,7 +4,15 @@ import pandas as pd
 import pytest
 
 from weldnet.core.flags import FLAGS
-from weldnet.synth.digits import FLAG_DIGITS, FLAG_SHARES, draw_photos, recorded_flags, true_flags, upscale
+from weldnet.synth.digits import (
+    FLAG_DIGITS,
+    FLAG_SHARES,
+    draw_photos,
+    recorded_flags,
+    true_flags,
+    upscale,
+    write_export,
+)
 
 
 def test_upscale_makes_dark_ink_on_white_thumbnails():
@@ -51,3 +59,33 @@ def test_recorded_flags_drop_whole_records_of_flawed_photos_below_the_noise_leve
     assert high.sum(axis=1).tolist() == [0, 1, 0, 0, 0], "photos hidden at 5% stay hidden at 10%"
     assert recorded_flags(true, uniforms, 0.0).equals(true)
     assert true.sum(axis=1).tolist() == [1, 1, 1, 0, 0], "the true flags are left alone"
+
+
+def test_the_digit_export_is_read_by_ingest_with_its_flags_and_only_redbox_noise(tmp_path):
+    """Each digit once per rig; eights carry No Clamp Used, nines the other flag; the noise hides Redbox flags only."""
+    from weldnet.photos.files import read_photos
+    from weldnet.photos.images import PhotoInfo
+    from weldnet.photos.ingest import build_manifest, check_rows, decode_labels, parse_label_table
+
+    digits = np.array([8, 9, 0, 8, 1, 8, 9, 2] * 3)
+    images = np.random.default_rng(0).integers(0, 17, (len(digits), 8, 8)).astype(float)
+    export = tmp_path / "export"
+    write_export(export, tmp_path / "truth.csv", images, digits, 32, 0.5, np.random.default_rng(1))
+    entries, rejected = check_rows(parse_label_table(decode_labels((export / "labels.csv").read_bytes())))
+    assert not rejected
+    results = read_photos(export, entries, max_pixels=10**8, workers=1)
+    assert all(isinstance(r, PhotoInfo) for r in results)
+    manifest = build_manifest(entries, dict(zip([e.image for e in entries], results)))
+    truth = pd.read_csv(tmp_path / "truth.csv", keep_default_na=False)
+    blue = manifest[manifest["rig"] == "bluebox"].reset_index(drop=True)
+    red = manifest[manifest["rig"] == "redbox"].reset_index(drop=True)
+    assert len(blue) == len(red) == len(digits)
+    assert (blue["No Clamp Used"].to_numpy() == (digits == 8)).all()
+    assert (blue[FLAG_DIGITS[9]].to_numpy() == (digits == 9)).all()
+    hidden = truth.loc[truth["rig"] == "redbox", "noisy"].to_numpy().astype(bool)
+    assert 0 < hidden.sum() < np.isin(digits, [8, 9]).sum(), "half of the flagged Redbox photos, none else"
+    assert not np.isin(digits[hidden], [0, 1, 2]).any()
+    assert (red.loc[hidden, list(FLAGS)].to_numpy() == 0).all()
+    assert not truth.loc[truth["rig"] == "bluebox", "noisy"].any()
+    with pytest.raises(Exception, match="not empty"):
+        write_export(tmp_path, tmp_path / "t.csv", images, digits, 32, 0.5, np.random.default_rng(1))

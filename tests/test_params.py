@@ -98,7 +98,7 @@ def test_new_pretrained_weights_change_only_the_strategies_that_start_from_them(
     ("weightings", "drw", {"beta": 0.999}, {"ldam_drw"}),
     ("weightings", "effective_number", {"beta": 0.99}, {"class_balanced"}),
     ("sampling", "target_ratio", 0.9, {"oversample", "undersample", "selective_undersample"}),
-    ("schedules", "crt", {"epochs": 2}, {"crt"}),
+    ("schedules", "crt", {"epochs": 2}, {"crt", "logit_adjusted_crt"}),
     ("schedules", "selective_undersample", {"round_epochs": 1}, {"selective_undersample"}),
 ])
 def test_a_hyperparameter_changes_only_the_strategies_that_read_it(section, key, value, expected):
@@ -208,7 +208,7 @@ def test_the_params_hook_reaches_a_stage_process(tmp_path):
         "no attribute 'nothing'); set it to module:function or unset it"]
 
 
-RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt", "weight_balancing"]
+RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt", "weight_balancing", "sam"]
 
 
 @pytest.mark.parametrize("raw, message", [
@@ -219,6 +219,8 @@ RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt
      "set schedule: crt or drop crt"),
     (with_strategy("threshold", reuse="baseline", augment="mixup"), "reuse trains nothing, so augment"),
     (with_strategy("baseline", max_norm=0.0), "strategies.baseline.max_norm"),
+    (with_strategy("baseline", sam=-0.05), r"strategies.baseline.sam = -0.05 is out of range; it must lie in \(0, 10\]"),
+    (with_strategy("threshold", reuse="baseline", sam=0.05), "augment, weight_decay, max_norm and sam have no effect"),
     (with_strategy("crt", schedule="crt", crt={"weighting": "balanced"}), "strategies.crt.crt.weighting: unknown"),
     ({**RAW, "augmentations": {"remix": {"kappa": 0.5}}}, "augmentations.remix.kappa"),
     (with_strategy("ldam_drw", loss="ldam", head="normed", max_norm=1.0), "head normed already fixes every class's"),
@@ -228,8 +230,8 @@ def test_recipe_settings_are_checked_in_one_line_naming_the_fix(raw, message):
         check_params(raw)
 
 
-def test_a_recipe_reads_its_own_constants_and_the_default_study_has_none_of_them():
-    assert not set(RECIPES[1:]) & set(PARAMS.study)
+def test_a_recipe_reads_its_own_constants_and_the_default_study_has_the_strongest_on_validation_alone():
+    assert set(RECIPES[1:]) & set(PARAMS.study) == {"logit_adjusted_crt"}
     study = {**RAW, "study": RECIPES}
     before = resolved(study)
     assert before["mixup"]["augmentations"] == {"mixup": {"alpha": 1.0}} and "augmentations" not in before["baseline"]

@@ -216,3 +216,72 @@ def test_max_norm_caps_the_output_layer_after_every_step_of_a_fit():
     assert free.max() > 0.6
     assert tiny_fit(0.6).max() <= 0.6 + 1e-6
     assert torch.equal(tiny_fit(None, Mixup(1.0)), tiny_fit(None, Mixup(1.0)))   # mixing stays deterministic
+
+
+def test_a_sam_step_on_a_quadratic_by_hand():
+    """f(w) = w^T A w / 2, A = diag(1, 4), w = (1, 1), rho 0.1, SGD at 0.1 without momentum:
+    g = (1, 4), e = 0.1 g / sqrt(17), g' = A (w + e), w' = w - 0.1 g'."""
+    w = torch.nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    a = torch.tensor([1.0, 4.0], dtype=torch.float64)
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    optimiser = Optimiser(optimizer, build_lr_schedule("constant", optimizer, 1))
+
+    def loss() -> torch.Tensor:
+        return 0.5 * (a * w * w).sum()
+
+    seen = []
+
+    def again() -> torch.Tensor:
+        seen.append(w.detach().clone())
+        return loss()
+
+    optimiser.sam_step(loss(), again, rho=0.1)
+    e = 0.1 * torch.tensor([1.0, 4.0], dtype=torch.float64) / math.sqrt(17)
+    assert torch.allclose(seen[0], 1 + e, atol=1e-15)                 # the second pass ran at w + e
+    expected = 1 - 0.1 * a * (1 + e)                                    # (0.8975746, 0.5611943)
+    assert torch.allclose(w.detach(), expected, atol=1e-15)
+    assert torch.allclose(expected, torch.tensor([0.8975746, 0.5611943], dtype=torch.float64), atol=1e-7)
+
+
+def sam_fit(rho, epochs=2):
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 60, size=(48, 16, 16, 3), dtype=np.uint8))
+    y = np.array([0] * 36 + [1] * 12)
+    x[y == 1, 4:12, 4:12] = 250
+    torch.manual_seed(0)
+    model = build_model(ModelParams(width=4, input_size=16), 2)
+    params = TrainParams(epochs=epochs, batch_size=8, lr=0.1)
+    loader = build_loader(PhotoDataset(x, torch.as_tensor(y)), y, params.batch_size, "none", 0, SamplingParams())
+    run = FitSettings(CPU, task_input(16, True),
+                      lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]), lambda *a: None,
+                      seed=0, name="tiny", sam=rho)
+    result = fit(model, build_loss("cross_entropy", np.bincount(y).tolist(), LossParams()), loader, run, params)
+    return model, result
+
+
+def test_sam_trains_other_weights_and_counts_each_batch_once_in_batch_norm():
+    plain, _ = sam_fit(None)
+    sharp, _ = sam_fit(0.05)
+    again, _ = sam_fit(0.05)
+    norms = [name for name, m in plain.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    state, sharp_state = plain.state_dict(), sharp.state_dict()
+    for name in norms:   # 6 batches x 2 epochs, whether each step runs one pass or two
+        assert state[f"{name}.num_batches_tracked"] == sharp_state[f"{name}.num_batches_tracked"] == 12
+    conv = [k for k in state if k.endswith("weight") and state[k].dim() == 4][0]
+    assert not torch.equal(state[conv], sharp_state[conv])
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in sharp_state.items())   # deterministic
+
+
+def test_the_second_sam_pass_leaves_batch_norms_running_statistics_alone():
+    from weldnet.train.loop import running_stats_kept
+
+    norm = torch.nn.BatchNorm1d(3)
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0)) + 5
+    norm(x)
+    mean, var, count = norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone()
+    with running_stats_kept(norm):
+        out = norm(x * 2)
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)
+    assert norm.num_batches_tracked == count and norm.momentum == 0.1
+    assert torch.allclose(out.mean(0), torch.zeros(3), atol=1e-5)      # still normalised by the batch's statistics

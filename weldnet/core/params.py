@@ -581,6 +581,7 @@ class Strategy:
     augment: str = "flip"                                     # flip (train.flip alone) | mixup | cutmix | remix
     weight_decay: float | None = None                         # null: train.weight_decay
     max_norm: float | None = None                             # per-class weight-norm cap of the output layer
+    sam: float | None = None                                  # SAM's neighbourhood radius rho; null: plain steps
     crt: CrtStage = field(default_factory=CrtStage)           # schedule crt: its re-training phase's settings
 
     def validate(self, where: str) -> None:
@@ -591,13 +592,15 @@ class Strategy:
             check_range(self.weight_decay, f"{where}.weight_decay", low=0.0)
         if self.max_norm is not None:
             check_range(self.max_norm, f"{where}.max_norm", low=0.0, low_open=True)
+        if self.sam is not None:
+            check_range(self.sam, f"{where}.sam", low=0.0, high=10.0, low_open=True)
         if self.crt != CrtStage() and self.schedule != "crt":
             raise ParamError(f"{where}.crt sets the re-training phase of schedule crt, but the schedule is "
                              f"{self.schedule}; set schedule: crt or drop crt")
         if self.reuse is not None and (self.augment != "flip" or self.weight_decay is not None
-                                       or self.max_norm is not None):
-            raise ParamError(f"{where}: reuse trains nothing, so augment, weight_decay and max_norm have no effect; "
-                             "drop them")
+                                       or self.max_norm is not None or self.sam is not None):
+            raise ParamError(f"{where}: reuse trains nothing, so augment, weight_decay, max_norm and sam have no "
+                             "effect; drop them")
         check_choice(self.weighting, WEIGHTING_NAMES, f"{where}.weighting")
         check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
         check_choice(self.decision, DECISION_NAMES, f"{where}.decision")

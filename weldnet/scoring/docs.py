@@ -22,6 +22,8 @@ Sources and the shapes expected (JSON unless said):
   ``## Paired comparisons`` and the paired table (regions ``summary`` and ``paired``);
 - ``docs/recipes_summary.md`` (Markdown): an evaluate stage's ``metrics/summary.md`` from the
   experiment with the newer recipes (regions ``recipes_summary`` and ``recipes_paired``);
+- ``docs/digits_summary.md`` (Markdown): the ``metrics/summary.md`` of the study on handwritten
+  digits (``benchmarks/digits_study.py --out``; regions ``digits_summary`` and ``digits_paired``);
 - ``metrics/inspect.md`` (Markdown, the inspect stage's): the whole-photo certificate and its per-flag table
   (region ``inspect``);
 - ``docs/imbalance_sweep.json``: ``[row]``, rows of ``weldnet.scoring.studies.sweep_rows``;
@@ -104,12 +106,16 @@ TASKS = ("python -m benchmarks.experiments queue tasks && dvc queue start --jobs
 RECIPES = ("dvc exp run -S 'study=[<the full study>,mixup,cutmix,remix,mislas,logit_adjusted_crt,weight_balancing]' "
            "&& cp metrics/summary.md docs/recipes_summary.md (docs/results.md#the-newer-recipes)")
 
+DIGITS = "python benchmarks/digits_study.py --work /tmp/digits --out docs/digits_summary.md"
+
 REGIONS: dict[str, Region] = {
     "summary": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[0], "dvc repro"),
     "paired": Region(("metrics/summary.md",), lambda s: _summary_parts(s)[1], "dvc repro"),
     "inspect": Region(("metrics/inspect.md",), lambda s: s.strip() + "\n", "dvc repro inspect"),
     "recipes_summary": Region(("docs/recipes_summary.md",), lambda s: _summary_parts(s)[0], RECIPES),
     "recipes_paired": Region(("docs/recipes_summary.md",), lambda s: _summary_parts(s)[1], RECIPES),
+    "digits_summary": Region(("docs/digits_summary.md",), lambda s: _summary_parts(s)[0], DIGITS),
+    "digits_paired": Region(("docs/digits_summary.md",), lambda s: _summary_parts(s)[1], DIGITS),
     "imbalance_sweep": Region(("docs/imbalance_sweep.json",), _sweep, SWEEP),
     "all_tasks": Region(("docs/all_tasks.json",), _tasks, TASKS),
     "scale": Region(("docs/scale.json",), scale_markdown,

@@ -10,17 +10,21 @@ a flawed photo (one carrying a flag) is recorded with no flag when its uniform
 draw falls below the noise level (weldnet.synth.flags.missing_flags), so the photos
 hidden at 5% are also hidden at 10%.
 
-Pure functions: arrays in, arrays and tables out (the benchmark loads the digits).
+Pure functions: arrays in, arrays and tables out (the benchmarks load the digits),
+except :func:`write_export`, which writes the digits as an export in the layout a
+user brings (docs/data.md), for the pipeline to train on (benchmarks/digits_study.py).
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageFilter
 
-from weldnet.core.flags import FLAGS
+from weldnet.core.flags import FLAGS, format_flags
+from weldnet.synth.export import prepare_export, write_csv
 from weldnet.synth.flags import missing_flags
 
 # 8 and 9 are the digits most often misread (3-fold cross-validated logistic regression on
@@ -79,3 +83,45 @@ def recorded_flags(true: pd.DataFrame, uniforms: np.ndarray, noise: float) -> pd
     recorded = true.copy()
     recorded.loc[missing_flags(true.to_numpy(), uniforms, noise), :] = 0
     return recorded
+
+
+def flag_lists(table: pd.DataFrame) -> list[tuple[str, ...]]:
+    """The flag names of each row of a 0/1 flag table."""
+    columns = list(table.columns)
+    return [tuple(columns[j] for j in np.flatnonzero(row)) for row in table.to_numpy()]
+
+
+def write_export(export: Path, truth: Path, images: np.ndarray, digits: np.ndarray, size: int,
+                 redbox_noise: float, rng: np.random.Generator) -> None:
+    """Every digit as a Bluebox photo and, softened, as a Redbox photo: an export and its truth file.
+
+    ``images`` are the grey digits (n, h, w) with values in [0, 16]; each is upscaled
+    to ``size`` px (:func:`upscale`) and saved losslessly as ``images/bluebox/digit_<i>.png``,
+    with its flags recorded truly (:data:`FLAG_DIGITS`). The Redbox photo of the same
+    digit is that image blurred and saved as a JPEG of quality 75, its flags recorded
+    with ``redbox_noise`` one-sided label noise. So the two rigs hold the same digits:
+    a strategy that starts from the Redbox pretraining has seen every Bluebox test
+    digit, and a study on this export keeps to strategies trained from scratch.
+    The truth file has the generator's columns (``image,rig,flags,noisy``).
+    """
+    export, truth = Path(export), Path(truth)
+    prepare_export(export, "benchmarks/digits_study.py")
+    photos = upscale(images, size, levels=16.0)
+    true = true_flags(digits)
+    recorded = {"bluebox": true, "redbox": recorded_flags(true, rng.random(len(digits)), redbox_noise)}
+    true_names = flag_lists(true)
+    label_rows, truth_rows = [], []
+    for rig, suffix in (("bluebox", "png"), ("redbox", "jpg")):
+        names = flag_lists(recorded[rig])
+        for i, photo in enumerate(photos):
+            name = f"images/{rig}/digit_{i:04d}.{suffix}"
+            image = Image.fromarray(photo)
+            if rig == "bluebox":
+                image.save(export / name, "PNG")
+            else:
+                image.filter(ImageFilter.GaussianBlur(1.2)).save(export / name, "JPEG", quality=75)
+            label_rows.append([name, rig, format_flags(names[i])])
+            truth_rows.append([name, rig, format_flags(true_names[i]), int(names[i] != true_names[i])])
+    write_csv(export / "labels.csv", ["image", "rig", "flags"], label_rows)
+    truth.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(truth, ["image", "rig", "flags", "noisy"], truth_rows)

@@ -53,13 +53,19 @@ def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
             writer.writerow(row)
 
 
-def generate(spec: GenerateSpec, export: Path, truth: Path) -> None:
-    """Write a generated export (labels.csv + images) and its truth file; replaces a previous export."""
-    export, truth = Path(export), Path(truth)
+def prepare_export(export: Path, writer: str = "`python -m stages.generate`") -> None:
+    """An empty export folder with one ``images/<rig>`` folder per rig and the marker that lets a rerun
+    delete it; replaces a previous generated export, refuses (DataError) to touch any other folder."""
     _clear_export(export)
     for rig in RIGS:
         (export / "images" / rig).mkdir(parents=True, exist_ok=True)
-    (export / MARKER).write_text("Written by `python -m stages.generate`; deleted and rewritten on every run.\n")
+    (export / MARKER).write_text(f"Written by {writer}; deleted and rewritten on every run.\n")
+
+
+def generate(spec: GenerateSpec, export: Path, truth: Path) -> None:
+    """Write a generated export (labels.csv + images) and its truth file; replaces a previous export."""
+    export, truth = Path(export), Path(truth)
+    prepare_export(export)
 
     jobs, label_rows, truth_rows = [], [], []
     for rig in RIGS:

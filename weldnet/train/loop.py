@@ -16,7 +16,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,7 +29,7 @@ from weldnet.core.distributed import Group, current, global_sum
 from weldnet.core.params import OptimParams
 from weldnet.core.progress import Progress
 from weldnet.photos.dataset import set_loader_epoch
-from weldnet.strategies.augment import Mix
+from weldnet.strategies.augment import Mix, MixedTargets
 from weldnet.strategies.models import cap_class_norms, output_layer_of
 from weldnet.train.device import FP32, Precision
 from weldnet.train.optim import Optimiser, build_lr_schedule, build_optimizer
@@ -83,6 +83,7 @@ class StepSettings:
     bar: Progress | None = None       # moved on once per step
     mix: Mix | None = None            # the augment axis: mixes the prepared batch (loss.mixed takes its targets)
     after_step: Callable[[], None] | None = None   # run after every optimiser step (MaxNorm's projection)
+    sam: float | None = None          # SAM's radius rho: two forward-backward passes per step; None: one
 
 
 def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimiser: Optimiser, loader: DataLoader,
@@ -119,23 +120,52 @@ def train_one_epoch(model: nn.Module, loss_fn: nn.Module, optimiser: Optimiser, 
             x, mixed = settings.mix(x, y, generator)
         x = precision.layout(x)
         rates.append(optimiser.lr)
-        with precision.autocast(device):
-            out = model(x)
-        out = out.float() if precision.dtype is not None else out
-        loss = loss_fn(out, y) if mixed is None else loss_fn.mixed(out, mixed.a, mixed.b, mixed.lam)
+        share = local / total
+        loss = _batch_loss(model, loss_fn, x, y, mixed, precision, device)
         if group.world > 1:
-            share = local / total
             values.append(global_sum((loss.detach() * share).reshape(1))[0])
             loss = loss * (share * group.world)          # DDP divides the summed gradients by the world size
         else:
             values.append(loss.detach())
-        optimiser.step(loss)
+        if settings.sam is None:
+            optimiser.step(loss)
+        else:
+            def again(x=x, y=y, mixed=mixed, share=share) -> torch.Tensor:
+                with running_stats_kept(model):
+                    perturbed = _batch_loss(model, loss_fn, x, y, mixed, precision, device)
+                return perturbed * (share * group.world) if group.world > 1 else perturbed
+            optimiser.sam_step(loss, again, settings.sam)
         if settings.after_step is not None:
             settings.after_step()
         if settings.bar is not None:
             settings.bar.update(1)
     _log_steps(values, rates, first_step, settings)
     return first_step + len(values)
+
+
+def _batch_loss(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, mixed: MixedTargets | None,
+                precision: Precision, device: torch.device) -> torch.Tensor:
+    """The batch's loss: the forward pass under the precision's autocast, the loss in float32."""
+    with precision.autocast(device):
+        out = model(x)
+    out = out.float() if precision.dtype is not None else out
+    return loss_fn(out, y) if mixed is None else loss_fn.mixed(out, mixed.a, mixed.b, mixed.lam)
+
+
+@contextlib.contextmanager
+def running_stats_kept(model: nn.Module) -> Iterator[None]:
+    """Batch norm still normalises with the batch's statistics but leaves its running statistics as they are
+    (SAM's second pass, at perturbed weights, must not count the batch twice)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(norms, saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
 
 
 def _log_steps(values: list[torch.Tensor], rates: list[float], first_step: int, settings: StepSettings) -> None:
@@ -181,6 +211,7 @@ class FitSettings:
     checkpoint_every_s: float = CHECKPOINT_EVERY_S
     mix: Mix | None = None                                 # the augment axis (weldnet.strategies.augment)
     max_norm: float | None = None                          # MaxNorm cap of the output layer's class weights
+    sam: float | None = None                               # SAM's radius rho (two passes per step); None: plain steps
 
 
 @dataclass(frozen=True)
@@ -231,7 +262,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, run: FitSettin
     ``run.mix`` (the augment axis) mixes each prepared batch with draws from the
     epoch's generator, and the loss gets the mixed targets (``loss.mixed``);
     ``run.max_norm`` projects the output layer's per-class weight rows onto that norm
-    after every optimiser step (MaxNorm).
+    after every optimiser step (MaxNorm); ``run.sam`` makes every step sharpness-aware
+    (``Optimiser.sam_step``), its second pass leaving batch norm's running statistics alone.
 
     Under torch.distributed every rank calls ``fit`` with its own loader
     (``RankBatches``); the model is wrapped in DistributedDataParallel (batch norm
@@ -279,7 +311,8 @@ def fit(model: nn.Module, loss_fn: nn.Module, loader: DataLoader, run: FitSettin
         if bar is not None:
             bar.update(step)
         steps = StepSettings(run.device, run.prepare, run.precision, run.name, log=shifted, bar=bar, mix=run.mix,
-                             after_step=None if run.max_norm is None else max_norm_step(model, run.max_norm))
+                             after_step=None if run.max_norm is None else max_norm_step(model, run.max_norm),
+                             sam=run.sam)
         for epoch in range(start_epoch, params.epochs):
             torch.manual_seed(epoch_seed(run.seed, epochs_before + epoch, group.rank))
             generator = torch.Generator().manual_seed(epoch_seed(run.seed, epochs_before + epoch, group.rank))

@@ -114,6 +114,41 @@ class Optimiser:
             self.optimizer.step()
         self.schedule.step()
 
+    def sam_step(self, loss: torch.Tensor, again: Callable[[], torch.Tensor], rho: float) -> None:
+        """One sharpness-aware step (Foret et al. 2021), two forward-backward passes, then the schedule moved on.
+
+        The gradient ``g`` of ``loss`` at the weights ``w`` gives the ascent
+        ``e = rho g / ||g||`` (``||g||``: the 2-norm over every trained parameter, on the
+        device: no host sync); ``again()`` recomputes the loss at ``w + e``, and the
+        optimiser steps from ``w`` with that gradient, weight decay and momentum as in
+        a plain step. With a gradient scaler (fp16) the ascent gradient is taken
+        unscaled; only the descent gradient is scaled.
+        """
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            scale = rho / (norm + 1e-12)
+            ascent = [None if p.grad is None else p.grad * scale.to(p.grad.dtype) for p in params]
+            for p, e in zip(params, ascent):
+                if e is not None:
+                    p.add_(e)
+        self.optimizer.zero_grad(set_to_none=True)
+        perturbed = again()
+        (perturbed if self.scaler is None else self.scaler.scale(perturbed)).backward()
+        with torch.no_grad():
+            for p, e in zip(params, ascent):
+                if e is not None:
+                    p.sub_(e)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.schedule.step()
+
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {})}

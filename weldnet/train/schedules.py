@@ -66,6 +66,7 @@ class Run:
     memo: FitMemo | None = None                     # finished fits to reuse instead of repeating them
     make_mix: Callable[[list[int]], Mix | None] = lambda counts: None   # class counts -> the augment axis's mixer
     max_norm: float | None = None                   # MaxNorm cap of every fit but crt's re-training
+    sam: float | None = None                        # SAM's radius in every fit but crt's re-training
     make_classifier_loss: Callable[[list[int]], nn.Module] | None = None   # crt's re-training loss (None: make_loss)
     classifier_max_norm: float | None = None        # crt's re-training MaxNorm cap
 
@@ -90,7 +91,8 @@ class Run:
         make_loss = self.make_classifier_loss if classifier and self.make_classifier_loss else self.make_loss
         loss = make_loss(counts)
         loop = replace(self.loop, mix=None if classifier else self.make_mix(counts),
-                       max_norm=self.classifier_max_norm if classifier else self.max_norm)
+                       max_norm=self.classifier_max_norm if classifier else self.max_norm,
+                       sam=None if classifier else self.sam)
         key = None
         if self.memo is not None:
             settings = {k: v for k, v in asdict(params).items() if k != "seeds"}
@@ -100,7 +102,8 @@ class Run:
             key = self.memo.key(model, rows=None if rows is None else np.asarray(rows).tolist(), params=settings,
                                 sampler=sampler or self.sampler, sampling=asdict(self.sampling), seed=self.seed,
                                 offsets=[phase.steps_before, phase.epochs_before], loss=loss_signature(loss),
-                                schedule_length=schedule_length, mix=repr(loop.mix), max_norm=loop.max_norm)
+                                schedule_length=schedule_length, mix=repr(loop.mix), max_norm=loop.max_norm,
+                                **({"sam": loop.sam} if loop.sam is not None else {}))
             done = self.memo.load(key)
             if done is not None:
                 return self._reuse(model, done, name)
