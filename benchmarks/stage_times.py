@@ -58,13 +58,15 @@ def _pss_kib(pid: int) -> int:
 
 
 def stage_name(argv: list[str]) -> str:
-    """``train@<s>`` for ``-m stages.train --config .../<s>.json``, else the stage module's last part."""
+    """``train@<out>`` for ``-m stages.train ... --out .../<out>`` (``baseline``, the ceiling's
+    ``baseline@natural``), ``train@<s>`` for ``--config .../<s>.json`` alone, else the stage module's last part."""
     if "-m" not in argv:
         return " ".join(argv)[:60]
     module = argv[argv.index("-m") + 1]
     name = module.rsplit(".", 1)[-1]
     if "--config" in argv:
-        name += "@" + Path(argv[argv.index("--config") + 1]).stem
+        out = argv[argv.index("--out") + 1] if "--out" in argv[:-1] else None
+        name += "@" + (Path(out).name if out else Path(argv[argv.index("--config") + 1]).stem)
     return name
 
 

@@ -45,3 +45,14 @@ def test_the_scale_benchmark_picks_a_trained_strategy_of_the_study():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     best = scale.best_strategy()
     assert best in params["study"] and not (params["strategies"][best] or {}).get("reuse")
+
+
+def test_stage_times_names_the_ceiling_apart_from_the_strategy_it_retrains():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from stage_times import stage_name
+
+    train = ["-m", "stages.train", "--config", "data/strategies/baseline.json", "--split"]
+    assert stage_name([*train, "data/split.csv", "--out", "models/strategies/baseline"]) == "train@baseline"
+    assert stage_name([*train, "data/split_natural.csv", "--out", "models/strategies/baseline@natural"]) == \
+        "train@baseline@natural"
+    assert stage_name(["-m", "stages.evaluate", "--split", "data/split.csv"]) == "evaluate"
