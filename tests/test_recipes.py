@@ -194,19 +194,24 @@ def test_the_loop_shows_the_model_mixed_photos_and_gives_the_loss_their_mixed_ta
     assert plain.min() <= seen.min() and seen.max() <= plain.max()     # convex mixtures of the batch's photos
 
 
-def tiny_fit(max_norm, mix=None):
+def tiny_run(max_norm=None, mix=None, sam=None, lr=0.5, epochs=2):
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.integers(0, 60, size=(48, 16, 16, 3), dtype=np.uint8))
     y = np.array([0] * 36 + [1] * 12)
     x[y == 1, 4:12, 4:12] = 250
     torch.manual_seed(0)
     model = build_model(ModelParams(width=4, input_size=16), 2)
-    params = TrainParams(epochs=2, batch_size=8, lr=0.5)
+    params = TrainParams(epochs=epochs, batch_size=8, lr=lr)
     loader = build_loader(PhotoDataset(x, torch.as_tensor(y)), y, params.batch_size, "none", 0, SamplingParams())
     run = FitSettings(CPU, task_input(16, True),
                       lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]), lambda *a: None,
-                      seed=0, name="tiny", mix=mix, max_norm=max_norm)
+                      seed=0, name="tiny", mix=mix, max_norm=max_norm, sam=sam)
     result = fit(model, build_loss("cross_entropy", np.bincount(y).tolist(), LossParams()), loader, run, params)
+    return model, result
+
+
+def tiny_fit(max_norm, mix=None):
+    model, result = tiny_run(max_norm, mix)
     name, _ = output_layer_of(model)
     return result.state[f"classifier.{name}.weight"].norm(dim=1)
 
@@ -243,20 +248,8 @@ def test_a_sam_step_on_a_quadratic_by_hand():
     assert torch.allclose(expected, torch.tensor([0.8975746, 0.5611943], dtype=torch.float64), atol=1e-7)
 
 
-def sam_fit(rho, epochs=2):
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.integers(0, 60, size=(48, 16, 16, 3), dtype=np.uint8))
-    y = np.array([0] * 36 + [1] * 12)
-    x[y == 1, 4:12, 4:12] = 250
-    torch.manual_seed(0)
-    model = build_model(ModelParams(width=4, input_size=16), 2)
-    params = TrainParams(epochs=epochs, batch_size=8, lr=0.1)
-    loader = build_loader(PhotoDataset(x, torch.as_tensor(y)), y, params.batch_size, "none", 0, SamplingParams())
-    run = FitSettings(CPU, task_input(16, True),
-                      lambda m: validation_scores(predict_logits(m, x, CPU, 16), y, ["a", "b"]), lambda *a: None,
-                      seed=0, name="tiny", sam=rho)
-    result = fit(model, build_loss("cross_entropy", np.bincount(y).tolist(), LossParams()), loader, run, params)
-    return model, result
+def sam_fit(rho):
+    return tiny_run(sam=rho, lr=0.1)
 
 
 def test_sam_trains_other_weights_and_counts_each_batch_once_in_batch_norm():
