@@ -1,6 +1,6 @@
 """The study on a second data set of real images: scanned handwritten digits at 98% imbalance.
 
-    python benchmarks/digits_study.py --work /tmp/digits --out docs/digits_summary.md    # about 10 minutes on 2 cores
+    python benchmarks/digits_study.py --work /tmp/digits --out docs/digits_summary.md    # about 8 minutes on 2 cores
 
 It writes scikit-learn's 1,797 scanned digits (8x8, 17 grey levels, from 43 writers)
 as an export in the layout a user brings (weldnet.synth.digits.write_export): eights

@@ -175,7 +175,7 @@ def train(args: argparse.Namespace, config: StrategyConfig) -> None:
                   workers=setup.workers, memo=memo,
                   make_mix=lambda counts_: build_mix(strategy.augment, config.augmentations, counts_),
                   max_norm=strategy.max_norm, sam=strategy.sam, make_classifier_loss=make_classifier_loss,
-                  classifier_max_norm=second.max_norm)
+                  classifier_max_norm=second.max_norm, classifier_sampler=second.sampler)
         result = SCHEDULES[strategy.schedule](model, run, config.schedules)
         close_log(log)
         if main:

@@ -222,6 +222,7 @@ RECIPES = ["baseline", "mixup", "cutmix", "remix", "mislas", "logit_adjusted_crt
     (with_strategy("baseline", sam=-0.05), r"strategies.baseline.sam = -0.05 is out of range; it must lie in \(0, 10\]"),
     (with_strategy("threshold", reuse="baseline", sam=0.05), "augment, weight_decay, max_norm and sam have no effect"),
     (with_strategy("crt", schedule="crt", crt={"weighting": "balanced"}), "strategies.crt.crt.weighting: unknown"),
+    (with_strategy("crt", schedule="crt", crt={"sampler": "uniform"}), "strategies.crt.crt.sampler: unknown"),
     ({**RAW, "augmentations": {"remix": {"kappa": 0.5}}}, "augmentations.remix.kappa"),
     (with_strategy("ldam_drw", loss="ldam", head="normed", max_norm=1.0), "head normed already fixes every class's"),
 ])

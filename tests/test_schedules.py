@@ -28,7 +28,7 @@ def tiny_data():
 
 
 def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, stop_after_logs: int | None = None,
-                 memo=None, make_loss=None):
+                 memo=None, make_loss=None, classifier_sampler=None):
     """Train one seed with schedule ``name``; checkpoints go to ``store`` (a dict), the log to a list."""
     x, y = tiny_data()
     torch.manual_seed(0)
@@ -52,7 +52,7 @@ def run_schedule(name: str, spec: ScheduleParams, store: dict | None = None, sto
     run = Run(PhotoDataset(x, torch.as_tensor(y)), y, loop, params=TrainParams(epochs=2, batch_size=8, lr=0.05),
               sampler="none", sampling=SamplingParams(target_ratio=0.6), input_size=16, n_classes=2,
               make_loss=make_loss or (lambda counts: build_loss("cross_entropy", counts, LossParams())),
-              checkpoints=checkpoints, memo=memo)
+              checkpoints=checkpoints, memo=memo, classifier_sampler=classifier_sampler)
     return SCHEDULES[name](model, run, spec), logs, model
 
 
@@ -92,6 +92,26 @@ def test_an_interrupted_schedule_resumes_to_the_same_weights(name):
     assert resumed_logs == whole_logs
     for key in whole.state:
         assert torch.equal(whole.state[key], resumed.state[key]), key
+
+
+@pytest.mark.parametrize("classifier_sampler, minority_share", [(None, 0.5), ("none", 12 / 80)])
+def test_crt_retrains_with_its_sampler_or_the_strategys_own(monkeypatch, classifier_sampler, minority_share):
+    """The re-training phase draws class-balanced batches unless the strategy's crt.sampler says otherwise."""
+    from weldnet.train import schedules
+
+    drawn: list[np.ndarray] = []
+    real = schedules.build_loader
+
+    def recording(dataset, labels, *args, **kwargs):
+        loader = real(dataset, labels, *args, **kwargs)
+        drawn.append(np.asarray(labels)[[i for batch in loader.batch_sampler for i in batch]])
+        return loader
+
+    monkeypatch.setattr(schedules, "build_loader", recording)
+    run_schedule("crt", ScheduleParams(), classifier_sampler=classifier_sampler)
+    classifier_draw = drawn[-1]
+    assert len(classifier_draw) >= 40
+    assert abs(classifier_draw.mean() - minority_share) < 0.12
 
 
 def test_crt_retrains_only_the_output_layer():

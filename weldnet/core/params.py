@@ -554,12 +554,15 @@ class CrtStage:
     weighting: str | None = None        # null: the strategy's weighting
     label_smoothing: bool = False       # label-aware smoothing with losses.label_smoothing
     max_norm: float | None = None       # null: no cap on the output layer's per-class weight norms
+    sampler: str | None = None          # null: schedules.crt.sampler (class_balanced)
 
     def validate(self, where: str) -> None:
         if self.loss is not None:
             check_loss(self.loss, f"{where}.loss")
         if self.weighting is not None:
             check_choice(self.weighting, WEIGHTING_NAMES, f"{where}.weighting")
+        if self.sampler is not None:
+            check_choice(self.sampler, SAMPLER_NAMES, f"{where}.sampler")
         if self.max_norm is not None:
             check_range(self.max_norm, f"{where}.max_norm", low=0.0, low_open=True)
 

@@ -35,7 +35,7 @@ def uses_sampling(strategy: Strategy, schedules: ScheduleParams) -> bool:
     """Whether any phase of the strategy reads ``sampling`` (target ratio, redraw)."""
     samplers = {strategy.sampler}
     if strategy.schedule == "crt":
-        samplers.add(schedules.crt.sampler)
+        samplers.add(strategy.crt.sampler or schedules.crt.sampler)
     return strategy.schedule == "selective_undersample" or bool(samplers & set(RESAMPLERS))
 
 

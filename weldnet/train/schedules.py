@@ -8,8 +8,9 @@
 - ``crt``: classifier re-training (Kang et al. 2020): a standard run learns the
   representation, then the output layer is re-initialised and trained alone, with
   class-balanced sampling, on the frozen network. The re-training phase takes its
-  own loss, weighting, label smoothing and MaxNorm cap (``strategy.crt``, built by
-  the stage into ``Run.make_classifier_loss`` and ``Run.classifier_max_norm``);
+  own loss, weighting, label smoothing, MaxNorm cap and sampler (``strategy.crt``,
+  built by the stage into ``Run.make_classifier_loss``, ``Run.classifier_max_norm``
+  and ``Run.classifier_sampler``);
   it never mixes photos (MiSLAS's second stage does not).
 
 A loss whose class weights change with the epoch (``weighting: drw``) sees the
@@ -69,6 +70,7 @@ class Run:
     sam: float | None = None                        # SAM's radius in every fit but crt's re-training
     make_classifier_loss: Callable[[list[int]], nn.Module] | None = None   # crt's re-training loss (None: make_loss)
     classifier_max_norm: float | None = None        # crt's re-training MaxNorm cap
+    classifier_sampler: str | None = None           # crt's re-training sampler (None: schedules.crt.sampler)
 
     @property
     def seed(self) -> int:
@@ -178,14 +180,15 @@ def selective_undersample(model: nn.Module, run: Run, spec: ScheduleParams) -> F
 def crt(model: nn.Module, run: Run, spec: ScheduleParams) -> FitResult:
     """Learn the representation with the strategy's own sampler, then re-train the output layer alone."""
     c = spec.crt
+    sampler = run.classifier_sampler or c.sampler
     total = run.params.epochs + c.epochs          # DRW switches at a fraction of both phases together
     first = run.fit(model, "representation", phase=Phase(total_epochs=total))
     model.load_state_dict(first.state)
     torch.manual_seed(run.seed)
     reset = retrain_output_layer(model)
-    print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {c.sampler}")
+    print(f"  classifier re-training: {reset} re-initialised, the rest frozen; {c.epochs} epochs, sampler {sampler}")
     second = run.fit(model, "classifier", params=replace(run.params, epochs=c.epochs, lr=c.lr or run.params.lr),
-                     sampler=c.sampler, phase=Phase(first.steps, run.params.epochs, total), classifier=True)
+                     sampler=sampler, phase=Phase(first.steps, run.params.epochs, total), classifier=True)
     return FitResult(state=second.state, best_epoch=second.best_epoch, epochs_run=run.params.epochs + c.epochs,
                      history=first.history + second.history, steps=first.steps + second.steps,
                      best_score=second.best_score,
