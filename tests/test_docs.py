@@ -147,6 +147,26 @@ def test_the_scale_table_gives_cost_per_photo_and_its_ratio(tmp_path):
     assert "| ingest | 12000 | 10 | 132 | 11.00 | 10.00 | 1.10 | 500 | 400 | 1.0-2.0 |" in page.read_text()
 
 
+def test_the_speed_ratios_table_shows_both_ratios_against_their_targets(tmp_path):
+    times = {"wall_s": 1.0, "cpu_s": 1.0}
+    report = {"cpus": 2, "load_average_start": [0.1, 0.1, 0.1], "load_average_end": [1.2, 1.0, 0.7],
+              "training": {"arch": "small_cnn", "input_size": 64, "device": "cpu", "precision": "torch.bfloat16",
+                           "photos": 1608, "epochs": 3, "batch_size": 64, "val": 600,
+                           "loop": {**times, "wall_s": 3.57}, "bare": {**times, "wall_s": 3.39},
+                           "ratio_wall": 0.951, "ratio_cpu": 0.9512},
+              "preprocess": {"photos": 6000, "size": 256, "preprocess": {**times, "wall_s": 13.59},
+                             "pillow": {**times, "wall_s": 54.5}, "startup": {**times, "wall_s": 0.43},
+                             "ratio_wall": 4.0103, "ratio_cpu": 2.11}}
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "train_speed.json").write_text(json.dumps(report))
+    page = _page(tmp_path, "<!-- generated:train_speed -->\n<!-- /generated:train_speed -->\n")
+    docs.main(["--root", str(tmp_path)])
+    text = page.read_text()
+    assert "| 3.57 | 3.39 | 0.951 | 0.951 | at least 0.9 |" in text
+    assert "6,000 JPEGs" in text and "start-up 0.43 s of it | 13.59 | 54.50 | 4.01 | 2.11 | at least 3 |" in text
+    assert "load average 0.1 at the start and 1.2 at the end" in text
+
+
 @pytest.mark.parametrize("text, message", [
     ("<!-- generated:nosuch -->\n<!-- /generated:nosuch -->\n", "unknown generated region 'nosuch'; valid: summary"),
     ("<!-- generated:scale -->\n", "region 'scale' is never closed"),

@@ -1,4 +1,5 @@
-"""Markdown tables of the benchmarks' JSON: the scale run, the audit's accuracy, stage times, contention, the GPU check.
+"""Markdown tables of the benchmarks' JSON: the scale run, the audit's accuracy, stage times, contention,
+the speed ratios, the GPU check.
 
 Pure functions: the parsed JSON in, one Markdown table (with its note) out. The
 benchmarks print them and ``python -m weldnet.scoring.docs`` writes them into the
@@ -102,6 +103,30 @@ def contention_markdown(result: Mapping) -> str:
     return ("\n".join(lines) + f"\n\n{result['cpus']} CPUs, {result['seconds']:g} s per run, OpenMP wait policy "
             f"{result['wait_policy']}, load average {result['load_before']:.2f} before; target: ratio at least "
             f"{result['target_ratio']:g} (a fair share is about 0.5 on two cores).\n")
+
+
+def speed_ratios_markdown(report: Mapping) -> str:
+    """benchmarks/train_speed.py --json: the training loop against a bare loop, preprocess against plain Pillow."""
+    lines = ["| ratio | measured on | ours wall s | reference wall s | ratio (wall) | ratio (CPU) | target |",
+             "|---|---|---|---|---|---|---|"]
+    t = report.get("training")
+    if t:
+        lines.append(f"| training loop / bare loop | {t['arch']} at {t['input_size']} px, {t['device']} "
+                     f"({t['precision']}), {t['photos']:,} photos x {t['epochs']} epochs, batch {t['batch_size']}, "
+                     f"validation on {t['val']:,} | {t['loop']['wall_s']:.2f} | {t['bare']['wall_s']:.2f} | "
+                     f"{t['ratio_wall']:.3f} | {t['ratio_cpu']:.3f} | at least 0.9 |")
+    p = report.get("preprocess")
+    if p:
+        start = p.get("startup")
+        startup = f", start-up {start['wall_s']:.2f} s of it" if start else ""
+        lines.append(f"| plain Pillow / preprocess | {p['photos']:,} JPEGs (half 640x480, half 1280x960) to "
+                     f"{p['size']} px, 2 workers{startup} | {p['preprocess']['wall_s']:.2f} | "
+                     f"{p['pillow']['wall_s']:.2f} | {p['ratio_wall']:.2f} | {p['ratio_cpu']:.2f} | at least 3 |")
+    load = report["load_average_start"]
+    return ("\n".join(lines) + f"\n\n{report['cpus']} CPUs, load average {load[0]:.1f} at the start and "
+            f"{report['load_average_end'][0]:.1f} at the end; medians of the interleaved repeats. A ratio is the "
+            "reference's time over ours: the share of the bare loop's speed the training loop keeps, and how many "
+            "times faster than plain Pillow preprocess is.\n")
 
 
 def gpu_check_markdown(summary: Mapping) -> str:

@@ -39,6 +39,11 @@ Sources and the shapes expected (JSON unless said):
 - ``docs/contention.json``: ``{"cpus", "seconds", "load_before", "load_after", "target_ratio",
   "wait_policy", "workloads": {name: {"alone_steps_per_s", "beside_steps_per_s", "ratio"}}}``
   (``benchmarks/contention.py --json``);
+- ``docs/train_speed.json``: ``{"cpus", "load_average_start", "load_average_end", "training": null or
+  {"arch", "input_size", "device", "precision", "photos", "epochs", "batch_size", "val", "loop"|"bare":
+  {"wall_s", "cpu_s"}, "ratio_wall", "ratio_cpu"}, "preprocess": null or {"photos", "size",
+  "preprocess"|"pillow"|"startup": {"wall_s", "cpu_s"}, "ratio_wall", "ratio_cpu"}}``
+  (``benchmarks/train_speed.py --json``);
 - ``docs/gpu_check.json``: ``{"device", "steps": [{"name", "rc", "wall_s", "gpu_util_mean",
   "gpu_util_zero_share", "gpu_mem_max_mib"}], "default_study" and "tenth_scale": null or
   {"photos", "wall_s", "extrapolated_full_s" (tenth_scale only), "stages": [{"stage", "wall_s",
@@ -59,6 +64,7 @@ from weldnet.scoring.bench import (
     contention_markdown,
     gpu_check_markdown,
     scale_markdown,
+    speed_ratios_markdown,
     stage_times_markdown,
 )
 from weldnet.scoring.studies import sweep_markdown, task_markdown
@@ -127,6 +133,8 @@ REGIONS: dict[str, Region] = {
                           "-- dvc repro -f"),
     "contention": Region(("docs/contention.json",), contention_markdown,
                          "python benchmarks/contention.py --json docs/contention.json"),
+    "train_speed": Region(("docs/train_speed.json",), speed_ratios_markdown,
+                          "python benchmarks/train_speed.py --json docs/train_speed.json"),
     "gpu_check": Region(("docs/gpu_check.json",), gpu_check_markdown,
                         "bash benchmarks/gpu_check.sh gpu_check_out && cp gpu_check_out/gpu_check.json docs/ "
                         "(on a machine with a CUDA GPU)"),
