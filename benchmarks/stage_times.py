@@ -140,11 +140,25 @@ def table(entries: list[dict], total: float | None = None) -> str:
     return "\n".join(lines)
 
 
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name and its widest matrix/vector unit: training precision and speed depend on it."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)   # the last core's, like the first's
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    unit = next((name for flag, name in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
+                                         ("avx2", "AVX2")) if flag in flags), "no AVX2")
+    return f"{fields.get('model name', 'unknown CPU')}, {unit}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, help="JSON lines, one per stage (appended to)")
     parser.add_argument("--table", type=Path, help="print the table of an existing log and exit")
-    parser.add_argument("--json", type=Path, help="also write the run here: total_s, load, cpus and every stage "
+    parser.add_argument("--json", type=Path, help="also write the run here: total_s, load, cpus, the CPU and every stage "
                                                   "(docs/stage_times.json feeds the docs' stage table)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -163,7 +177,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"command": " ".join(command), "total_s": round(total, 1),
                                          "load_start": [round(x, 2) for x in load],
                                          "load_end": [round(x, 2) for x in os.getloadavg()],
-                                         "cpus": os.cpu_count(), "stages": read_log(args.log)}, indent=2) + "\n")
+                                         "cpus": os.cpu_count(), "cpu": cpu_description(),
+                                         "stages": read_log(args.log)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -56,3 +56,16 @@ def test_stage_times_names_the_ceiling_apart_from_the_strategy_it_retrains():
     assert stage_name([*train, "data/split_natural.csv", "--out", "models/strategies/baseline@natural"]) == \
         "train@baseline@natural"
     assert stage_name(["-m", "stages.evaluate", "--split", "data/split.csv"]) == "evaluate"
+
+
+@pytest.mark.parametrize("flags, unit", [("fpu avx2 avx512f avx512_bf16 amx_tile", "AMX"),
+                                         ("fpu avx2 avx512f avx512_bf16", "AVX512-BF16"),
+                                         ("fpu avx2 avx512f", "AVX-512"), ("fpu avx2", "AVX2"), ("fpu", "no AVX2")])
+def test_stage_times_names_the_cpu_and_its_widest_unit(tmp_path, flags, unit, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from stage_times import cpu_description
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    assert cpu_description(info) == f"Some CPU, {unit}"
+    assert cpu_description(tmp_path / "missing") == "unknown CPU"

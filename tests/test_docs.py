@@ -167,6 +167,24 @@ def test_the_speed_ratios_table_shows_both_ratios_against_their_targets(tmp_path
     assert "load average 0.1 at the start and 1.2 at the end" in text
 
 
+def test_the_stage_times_of_two_cpus_line_up_stage_by_stage(tmp_path):
+    def run(cpu, walls, total):
+        return {"command": "dvc repro", "total_s": total, "cpus": 2, "cpu": cpu, "load_start": [0.1, 0, 0],
+                "load_end": [1.0, 0, 0], "stages": [{"stage": s, "wall_s": w} for s, w in walls.items()]}
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "stage_times.json").write_text(json.dumps(run("Xeon, AMX", {"audit": 75.0, "train@a": 30.0},
+                                                                       120.0)))
+    (tmp_path / "docs" / "stage_times_avx2.json").write_text(json.dumps(run("EPYC, AVX2", {"audit": 150.0,
+                                                                                           "plots": 5.0}, 200.0)))
+    page = _page(tmp_path, "<!-- generated:stage_times_cpus -->\n<!-- /generated:stage_times_cpus -->\n")
+    docs.main(["--root", str(tmp_path)])
+    text = page.read_text()
+    assert "| stage | Xeon, AMX, 2 CPUs: wall s | EPYC, AVX2, 2 CPUs: wall s | ratio |" in text
+    assert "| audit | 75.0 | 150.0 | 2.00 |" in text
+    assert "| train@a | 30.0 |  |  |" in text and "| plots |  | 5.0 |  |" in text     # a stage one run lacks
+    assert "| all stages | 105.0 | 155.0 | 1.48 |" in text and "| dvc repro | 120.0 | 200.0 | 1.67 |" in text
+
+
 @pytest.mark.parametrize("text, message", [
     ("<!-- generated:nosuch -->\n<!-- /generated:nosuch -->\n", "unknown generated region 'nosuch'; valid: summary"),
     ("<!-- generated:scale -->\n", "region 'scale' is never closed"),

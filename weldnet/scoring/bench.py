@@ -82,7 +82,8 @@ def audit_accuracy_table(rows: Sequence[Mapping]) -> str:
 def stage_times_markdown(run: Mapping) -> str:
     """benchmarks/stage_times.py --json: one row per stage, the stages' sum, DVC's own time and the total."""
     entries = run["stages"]
-    lines = [f"`{run['command']}` on {run['cpus']} CPUs, load average {run['load_start'][0]:.1f} at the start and "
+    cpu = f" ({run['cpu']})" if run.get("cpu") else ""
+    lines = [f"`{run['command']}` on {run['cpus']} CPUs{cpu}, load average {run['load_start'][0]:.1f} at the start and "
              f"{run['load_end'][0]:.1f} at the end.", "",
              "| stage | wall s | CPU s | peak RSS MiB | peak PSS MiB (tree) | load |", "|---|---|---|---|---|---|"]
     for e in entries:
@@ -93,6 +94,28 @@ def stage_times_markdown(run: Mapping) -> str:
     lines.append(f"| DVC's own time | {run['total_s'] - wall:.1f} | | | | |")
     lines.append(f"| dvc repro | {run['total_s']:.1f} | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def stage_times_compare_markdown(reference: Mapping, other: Mapping) -> str:
+    """Two benchmarks/stage_times.py --json runs of the same pipeline on two CPUs: each stage's wall time and ratio."""
+    def name(run: Mapping) -> str:
+        return f"{run.get('cpu', 'unknown CPU')}, {run['cpus']} CPUs"
+
+    def walls(run: Mapping) -> dict[str, float]:
+        return {e["stage"]: e["wall_s"] for e in run["stages"]}
+
+    ref, oth = walls(reference), walls(other)
+    lines = [f"| stage | {name(reference)}: wall s | {name(other)}: wall s | ratio |", "|---|---|---|---|"]
+    for stage in list(dict.fromkeys([*ref, *oth])):
+        a, b = ref.get(stage), oth.get(stage)
+        ratio = f"{b / a:.2f}" if a and b is not None else ""
+        lines.append(f"| {stage} | {'' if a is None else f'{a:.1f}'} | {'' if b is None else f'{b:.1f}'} | {ratio} |")
+    for label, key in (("all stages", None), ("dvc repro", "total_s")):
+        a = sum(ref.values()) if key is None else reference[key]
+        b = sum(oth.values()) if key is None else other[key]
+        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
+    return ("\n".join(lines) + f"\n\nLoad average at the start: {reference['load_start'][0]:.1f} and "
+            f"{other['load_start'][0]:.1f}. Ratio: the second machine's time over the first's.\n")
 
 
 def contention_markdown(result: Mapping) -> str:

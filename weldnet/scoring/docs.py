@@ -34,8 +34,9 @@ Sources and the shapes expected (JSON unless said):
 - ``docs/audit_accuracy.json``: ``[{"data", "noise", "task", "truth", "estimate", "ci_low",
   "ci_high", "covered": "yes"|"no", "within": "yes"|"no", "issues", "auc", ...}]``, shares of
   the photos (``benchmarks/audit_accuracy.py --json``);
-- ``docs/stage_times.json``: ``{"command", "total_s", "cpus", "load_start": [1, 5, 15 min],
-  "load_end": [...], "stages": [stage entry]}`` (``benchmarks/stage_times.py --json``);
+- ``docs/stage_times.json``: ``{"command", "total_s", "cpus", "cpu", "load_start": [1, 5, 15 min],
+  "load_end": [...], "stages": [stage entry]}`` (``benchmarks/stage_times.py --json``), and
+  ``docs/stage_times_avx2.json``, the same run on a CPU without AVX-512 or AMX;
 - ``docs/contention.json``: ``{"cpus", "seconds", "load_before", "load_after", "target_ratio",
   "wait_policy", "workloads": {name: {"alone_steps_per_s", "beside_steps_per_s", "ratio"}}}``
   (``benchmarks/contention.py --json``);
@@ -65,6 +66,7 @@ from weldnet.scoring.bench import (
     gpu_check_markdown,
     scale_markdown,
     speed_ratios_markdown,
+    stage_times_compare_markdown,
     stage_times_markdown,
 )
 from weldnet.scoring.studies import sweep_markdown, task_markdown
@@ -131,6 +133,9 @@ REGIONS: dict[str, Region] = {
     "stage_times": Region(("docs/stage_times.json",), stage_times_markdown,
                           "python benchmarks/stage_times.py --log times.jsonl --json docs/stage_times.json "
                           "-- dvc repro -f"),
+    "stage_times_cpus": Region(("docs/stage_times.json", "docs/stage_times_avx2.json"), stage_times_compare_markdown,
+                               "the stage_times command above on a second machine, written to "
+                               "docs/stage_times_avx2.json"),
     "contention": Region(("docs/contention.json",), contention_markdown,
                          "python benchmarks/contention.py --json docs/contention.json"),
     "train_speed": Region(("docs/train_speed.json",), speed_ratios_markdown,
