@@ -124,7 +124,7 @@ def test_the_loader_follows_the_sampler_order(shards):
     set_loader_epoch(loader, 2)
     order = EpochSampler(labels, "none", 7, 0, SamplingParams())
     order.set_epoch(2)
-    expected = torch.as_tensor(labels)[list(order)]
+    expected = torch.tensor(labels)[list(order)]
     assert torch.equal(torch.cat([y for _, y in loader]), expected)
 
 
@@ -165,7 +165,7 @@ def test_the_shard_backed_path_trains_the_same_weights_as_the_cached_one(shards)
     val_streamed, _ = split_dataset(split, index, out, "val", SIZE, PhotoCache(0, CPU))
     # what the train stage held before: the whole split in RAM, resized once
     before, _ = load_split_images(split, out, "train", SIZE)
-    first, logs = run_fit(PhotoDataset(before, torch.as_tensor(labels)), labels, val_cached, y_val)
+    first, logs = run_fit(PhotoDataset(before, torch.tensor(labels)), labels, val_cached, y_val)
     for data, val, workers in ((cached, val_cached, 1), (streamed, val_streamed, 2)):
         again, again_logs = run_fit(data, labels, val, y_val, workers=workers)
         assert again_logs == logs
