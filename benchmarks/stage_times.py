@@ -146,8 +146,9 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         text = cpuinfo.read_text()
     except OSError:
         return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)   # the last core's, like the first's
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    first_core = text.split("\n\n", 1)[0]
+    fields = {key.strip(): value.strip() for key, value in
+              (line.split(":", 1) for line in first_core.splitlines() if ":" in line)}
     flags = set(fields.get("flags", "").split())
     unit = next((name for flag, name in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"),
                                          ("avx2", "AVX2")) if flag in flags), "no AVX2")

@@ -106,14 +106,13 @@ def stage_times_compare_markdown(reference: Mapping, other: Mapping) -> str:
 
     ref, oth = walls(reference), walls(other)
     lines = [f"| stage | {name(reference)}: wall s | {name(other)}: wall s | ratio |", "|---|---|---|---|"]
-    for stage in list(dict.fromkeys([*ref, *oth])):
-        a, b = ref.get(stage), oth.get(stage)
+    def row(label: str, a: float | None, b: float | None) -> str:
         ratio = f"{b / a:.2f}" if a and b is not None else ""
-        lines.append(f"| {stage} | {'' if a is None else f'{a:.1f}'} | {'' if b is None else f'{b:.1f}'} | {ratio} |")
-    for label, key in (("all stages", None), ("dvc repro", "total_s")):
-        a = sum(ref.values()) if key is None else reference[key]
-        b = sum(oth.values()) if key is None else other[key]
-        lines.append(f"| {label} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
+        return f"| {label} | {'' if a is None else f'{a:.1f}'} | {'' if b is None else f'{b:.1f}'} | {ratio} |"
+
+    lines += [row(stage, ref.get(stage), oth.get(stage)) for stage in dict.fromkeys([*ref, *oth])]
+    lines += [row("all stages", sum(ref.values()), sum(oth.values())),
+              row("dvc repro", reference["total_s"], other["total_s"])]
     return ("\n".join(lines) + f"\n\nLoad average at the start: {reference['load_start'][0]:.1f} and "
             f"{other['load_start'][0]:.1f}. Ratio: the second machine's time over the first's.\n")
 

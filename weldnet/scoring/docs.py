@@ -134,8 +134,8 @@ REGIONS: dict[str, Region] = {
                           "python benchmarks/stage_times.py --log times.jsonl --json docs/stage_times.json "
                           "-- dvc repro -f"),
     "stage_times_cpus": Region(("docs/stage_times.json", "docs/stage_times_avx2.json"), stage_times_compare_markdown,
-                               "the stage_times command above on a second machine, written to "
-                               "docs/stage_times_avx2.json"),
+                               "python benchmarks/stage_times.py --log times.jsonl --json "
+                               "docs/stage_times_avx2.json -- dvc repro -f (on a CPU without AVX-512 or AMX)"),
     "contention": Region(("docs/contention.json",), contention_markdown,
                          "python benchmarks/contention.py --json docs/contention.json"),
     "train_speed": Region(("docs/train_speed.json",), speed_ratios_markdown,
