@@ -430,21 +430,21 @@ def test_report_compares_the_workspace_with_a_base_revision(repo: Path):
 def test_exp_run_with_two_processes_per_node_trains_under_torchrun(repo: Path):
     """`dvc exp run -S train.nproc_per_node=2` on a 2-core machine: pretrain and training run as 2 gloo processes."""
     run([sys.executable, "-m", "dvc", "repro"], repo)
-    study = "study=[" + ",".join(TINY["study"]) + "]"
-    exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=2",
-               "-S", "study=[baseline,threshold,bayesian]"], repo)
+    params = (repo / "params.yaml").read_text()
     try:
+        exp = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=2",
+                   "-S", "study=[baseline,threshold]"], repo)
         assert "Running stage 'pretrain'" in exp.stdout
-        assert trained(exp.stdout) == {"baseline", "bayesian"}          # threshold reuses baseline: unchanged
-        # pretrain, baseline, bayesian and the ceiling baseline@natural (not threshold, which reuses the baseline)
-        assert exp.stdout.count("2 processes under torchrun") == 4
-        for name in ("baseline", "bayesian"):
-            config = json.loads((repo / f"models/strategies/{name}/config.json").read_text())
-            assert config["world_size"] == 2 and len(config["seeds"]) == 2
+        assert trained(exp.stdout) == {"baseline"}                      # threshold reuses baseline: unchanged
+        # pretrain, baseline and the ceiling baseline@natural (not threshold, which reuses the baseline)
+        assert exp.stdout.count("2 processes under torchrun") == 3
+        config = json.loads((repo / "models/strategies/baseline/config.json").read_text())
+        assert config["world_size"] == 2 and len(config["seeds"]) == 2
         assert json.loads((repo / "models/pretrain/config.json").read_text())["world_size"] == 2
         evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-        assert set(evaluate) == {"baseline", "threshold", "bayesian", "baseline@natural"}
+        assert set(evaluate) == {"baseline", "threshold", "baseline@natural"}
         assert not any((repo / "checkpoints").glob("*/*.pt"))
     finally:
-        back = run([sys.executable, "-m", "dvc", "exp", "run", "-S", "train.nproc_per_node=1", "-S", study], repo)
-    assert trained(back.stdout) == set()                                # all back from the run-cache
+        # the module's params again; a later test's `dvc repro` restores their outputs from the run-cache
+        # (test_exp_run_with_bayesian_loss_changes_what_it_should checks that restoring trains nothing)
+        (repo / "params.yaml").write_text(params)
