@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]          # on a machine with a CUDA GPU, from the repository root
 #
-# 1. cuda_tests     the CUDA-only tests (pytest -k "cuda or gpu"; they skip on a CPU machine)
+# 1. cuda_tests     the CUDA-only tests in one process (pytest -k "cuda or gpu"; they skip on a CPU machine)
 # 2. loop_speed     alexnet at 224 px, bf16: the training loop against its bare loop (benchmarks/train_speed.py)
 # 3. default_study  `dvc repro` of the default params in a fresh copy, per-stage times (benchmarks/scale.py)
 # 4. tenth_scale    one tenth of the report's size, alexnet at 224 px, every strategy in `study`, one seed
@@ -47,7 +47,7 @@ step() {   # step NAME SHARE_OF_WHAT_IS_LEFT(percent) COMMAND...
     echo -e "$name\t$rc\t$(( $(date +%s) - t0 ))\t$t0\t$(date +%s)" >> "$OUT/steps.tsv"
     tail -n 15 "$OUT/$name.log"
 }
-step cuda_tests 15 python3 -m pytest -q -rs -p no:cacheprovider -k "cuda or gpu" tests
+step cuda_tests 15 python3 -m pytest -q -rs -p no:cacheprovider -o addopts= -k "cuda or gpu" tests
 step loop_speed 25 python3 benchmarks/train_speed.py --only training --device cuda --arch alexnet --input-size 224 \
     --train-default 20000 --val 2000 --epochs 2 --repeats 1 --json "$OUT/loop_speed.json"
 step default_study 60 python3 benchmarks/scale.py --work /tmp/gpu_check_default --only-reference --study default
