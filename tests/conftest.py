@@ -33,7 +33,7 @@ def fresh_exports(tmp_path_factory):
     return root
 
 
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The end-to-end file first, so that under pytest.ini's `-n 2 --dist loadfile` one worker starts
     on it at once (it is about two thirds of the suite's time) while the other runs the rest."""
     items.sort(key=lambda item: item.path.name != "test_pipeline.py")
