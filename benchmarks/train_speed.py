@@ -186,20 +186,19 @@ def plain_pillow(paths: list[Path], size: int) -> None:
 def preprocess_ratio(args: argparse.Namespace) -> dict:
     from preprocess_speed import build_export, ingest, run_stage, write_params
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        export = tmp / "export"
-        images = build_export(export, {"redbox": args.photos, "bluebox": args.photos})
-        work = tmp / "run"
+    def ingested(tmp: Path, name: str, per_rig: int) -> tuple[Path, Path, list[str]]:
+        """An export of ``per_rig`` photos per rig and a run folder holding its manifest: (export, run, images)."""
+        export, work = tmp / f"{name}_export", tmp / f"{name}_run"
+        images = build_export(export, {"redbox": per_rig, "bluebox": per_rig})
         work.mkdir()
         write_params(work, args.size, 1000, 2)
         ingest(work, export)
+        return export, work, images
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export, work, images = ingested(Path(tmp), "all", args.photos)
+        one_export, one_work, _ = ingested(Path(tmp), "one", 1)     # the stage's start-up alone
         paths = [export / image for image in images]
-        one_export, one_work = tmp / "one_export", tmp / "one_run"
-        build_export(one_export, {"redbox": 1, "bluebox": 1})
-        one_work.mkdir()
-        write_params(one_work, args.size, 1000, 2)
-        ingest(one_work, one_export)
         runs: dict[str, list[tuple[float, float]]] = {"preprocess": [], "pillow": [], "startup": []}
         for _ in range(args.repeats):
             for key, folder, source in (("preprocess", work, export), ("startup", one_work, one_export)):

@@ -104,12 +104,12 @@ def stage_times_compare_markdown(reference: Mapping, other: Mapping) -> str:
     def walls(run: Mapping) -> dict[str, float]:
         return {e["stage"]: e["wall_s"] for e in run["stages"]}
 
-    ref, oth = walls(reference), walls(other)
-    lines = [f"| stage | {name(reference)}: wall s | {name(other)}: wall s | ratio |", "|---|---|---|---|"]
     def row(label: str, a: float | None, b: float | None) -> str:
         ratio = f"{b / a:.2f}" if a and b is not None else ""
         return f"| {label} | {'' if a is None else f'{a:.1f}'} | {'' if b is None else f'{b:.1f}'} | {ratio} |"
 
+    ref, oth = walls(reference), walls(other)
+    lines = [f"| stage | {name(reference)}: wall s | {name(other)}: wall s | ratio |", "|---|---|---|---|"]
     lines += [row(stage, ref.get(stage), oth.get(stage)) for stage in dict.fromkeys([*ref, *oth])]
     lines += [row("all stages", sum(ref.values()), sum(oth.values())),
               row("dvc repro", reference["total_s"], other["total_s"])]
